@@ -1,0 +1,12 @@
+"""pyrocompress: Bayesian neural networks as Pyro models, self-compressed by their posteriors."""
+from .data import DataBundle, from_arrays, load_dataset
+from .infer import MeanFieldGuide, fit, fit_deterministic, make_guide
+from .metrics import evaluate, parameter_counts
+from .nn import BayesianModel, bayesianize, build_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataBundle", "from_arrays", "load_dataset", "MeanFieldGuide", "fit", "fit_deterministic", "make_guide",
+    "evaluate", "parameter_counts", "BayesianModel", "bayesianize", "build_model", "__version__",
+]

@@ -1,0 +1,398 @@
+"""Data sets by name, validated, split and batched for fast in-memory training.
+
+* ``digits``: scikit-learn's 8x8 digits (shipped with scikit-learn; the embedded default);
+* ``fashion-mnist`` and ``mnist``: the standard IDX ``.gz`` files, looked up in an explicit
+  ``data_dir``, ``$PYROCOMPRESS_DATA``, ``~/.cache/pyrocompress/<name>``,
+  ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist``), else downloaded
+  from the canonical mirrors with MD5 verification;
+* arrays or tensors the user passes (:func:`from_arrays`).
+
+Data that fits in memory stays as tensors on the training device and is batched by
+index (:class:`Batches`), which keeps batching far below the cost of a training step.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DATASETS",
+    "DataBundle",
+    "Split",
+    "Batches",
+    "load_dataset",
+    "from_arrays",
+    "read_idx",
+    "find_idx_files",
+    "download_idx_files",
+    "DataError",
+    "validate_xy",
+]
+
+
+class DataError(ValueError):
+    """A data set is missing, corrupt or does not fit what it is used for."""
+
+
+# file name -> md5, and mirrors, of the IDX data sets
+_IDX_FILES = {
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+}
+_MIRRORS = {
+    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+}
+_CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "mnist": [str(i) for i in range(10)],
+    "digits": [str(i) for i in range(10)],
+}
+DATASETS = ("digits", "fashion-mnist", "mnist")
+
+
+@dataclass
+class Split:
+    """Inputs (N, C, H, W) float32 and integer labels (N,) of one split."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class DataBundle:
+    """Train / validation / test splits of one data set, with what models need to know."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    normalization: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device) -> "DataBundle":
+        return DataBundle(self.name, self.train.to(device), self.val.to(device), self.test.to(device),
+                          self.num_classes, self.class_names, self.normalization)
+
+    def describe(self) -> dict:
+        return {"dataset": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "train": len(self.train), "val": len(self.val), "test": len(self.test),
+                "normalization": list(self.normalization)}
+
+
+class Batches:
+    """Index batches over tensors already on the training device (no per-sample DataLoader).
+
+    The order is drawn from a dedicated CPU generator seeded by ``seed`` and the epoch, so
+    two trainings with the same seed see the same data order on any device.
+    """
+
+    def __init__(self, split: Split, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False) -> None:
+        if int(batch_size) <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if len(split) == 0:
+            raise DataError("cannot batch an empty data set")
+        self.split = split
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.split)
+        x, y = self.split.x, self.split.y
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=gen).to(x.device)
+        else:
+            order = None
+        self.epoch += 1
+        stop = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
+            if order is None:
+                yield x[start:start + self.batch_size], y[start:start + self.batch_size]
+            else:
+                idx = order[start:start + self.batch_size]
+                yield x.index_select(0, idx), y.index_select(0, idx)
+
+
+# ----------------------------------------------------------------- validation
+def validate_xy(x, y, num_classes: Optional[int] = None, what: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
+    """Check inputs and labels; return them as float32 (N, C, H, W) and int64 (N,) tensors."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if x.shape[0] == 0 or y.numel() == 0:
+        raise DataError(f"{what}: the data set is empty")
+    if y.dim() != 1:
+        raise DataError(f"{what}: labels must be a 1-d array of class indices, got shape {tuple(y.shape)}")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        if y.dtype.is_floating_point and torch.all(y == y.round()) and torch.isfinite(y).all():
+            raise DataError(f"{what}: labels must be integers, got dtype {y.dtype}; convert them with .long()")
+        raise DataError(f"{what}: labels must be integer class indices, got dtype {y.dtype}")
+    y = y.long()
+    if (y < 0).any() or (num_classes is not None and (y >= num_classes).any()):
+        raise DataError(f"{what}: labels out of range [0, {num_classes}): min {int(y.min())}, max {int(y.max())}")
+    if not x.dtype.is_floating_point:
+        x = x.float()
+    x = x.float()
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise DataError(f"{what}: inputs contain {bad} NaN or infinite values; clean or impute them first")
+    if x.dim() == 2:
+        x = x[:, None, None, :]
+    elif x.dim() == 3:
+        x = x[:, None, :, :]
+    elif x.dim() != 4:
+        raise DataError(f"{what}: inputs must have shape (N, features), (N, H, W) or (N, C, H, W); got {tuple(x.shape)}")
+    return x.contiguous(), y
+
+
+def _split_train_val(x, y, val_fraction: float, seed: int):
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    n = x.shape[0]
+    n_val = int(round(n * val_fraction))
+    if n - n_val < 1:
+        raise DataError("the training split would be empty; lower val_fraction")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
+
+
+def from_arrays(x_train, y_train, x_test=None, y_test=None, *, name: str = "arrays",
+                num_classes: Optional[int] = None, val_fraction: float = 0.1, seed: int = 0,
+                normalize: bool = True, class_names: Optional[Sequence[str]] = None) -> DataBundle:
+    """Build a :class:`DataBundle` from arrays or tensors the user passes.
+
+    Inputs may be (N, features), (N, H, W) or (N, C, H, W); labels integer class indices.
+    Without a test set, ``val_fraction`` of the training data is held out for validation and
+    the test split is the validation split (say so in your reports).
+    Normalisation uses the training split's mean and standard deviation.
+    """
+    x_train, y_train = validate_xy(x_train, y_train, num_classes, "training data")
+    if num_classes is None:
+        num_classes = int(y_train.max()) + 1
+        if x_test is not None and y_test is not None:
+            num_classes = max(num_classes, int(torch.as_tensor(np.asarray(y_test)).max()) + 1)
+    if num_classes < 2:
+        raise DataError("need at least 2 classes")
+    train, val = _split_train_val(x_train, y_train, val_fraction, seed)
+    if x_test is not None or y_test is not None:
+        if x_test is None or y_test is None:
+            raise DataError("give both x_test and y_test, or neither")
+        x_test, y_test = validate_xy(x_test, y_test, num_classes, "test data")
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise DataError(f"test inputs have shape {tuple(x_test.shape[1:])}, training inputs {tuple(x_train.shape[1:])}")
+        test = Split(x_test, y_test)
+    else:
+        test = val
+    mean, std = 0.0, 1.0
+    if normalize:
+        mean = float(train.x.mean())
+        std = float(train.x.std()) or 1.0
+        train = Split((train.x - mean) / std, train.y)
+        val = Split((val.x - mean) / std, val.y)
+        test = Split((test.x - mean) / std, test.y) if test is not val else val
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    return DataBundle(name, train, val, test, int(num_classes), names, (mean, std))
+
+
+# ------------------------------------------------------------------------ IDX
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed), validating magic number, dims and size."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"IDX file {path} does not exist")
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"IDX file {path} is corrupt or truncated ({exc}); delete it and fetch it again") from exc
+    if len(raw) < 4:
+        raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes")
+    zero1, zero2, type_code, ndim = struct.unpack(">BBBB", raw[:4])
+    if zero1 != 0 or zero2 != 0 or type_code not in _IDX_DTYPES or not 1 <= ndim <= 4:
+        raise DataError(f"IDX file {path} has a bad magic number {raw[:4].hex()}: not an IDX file")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"IDX file {path} is truncated inside its header")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"IDX file {path} holds {len(raw) - header} data bytes, its header {dims} says {expected}: "
+                        "the file is truncated or corrupt; delete it and fetch it again")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+def _search_dirs(name: str, data_dir: Optional[str | os.PathLike]) -> list[Path]:
+    dirs: list[Path] = []
+    if data_dir is not None:
+        dirs.append(Path(data_dir))
+    env = os.environ.get("PYROCOMPRESS_DATA")
+    if env:
+        dirs += [Path(env) / name, Path(env)]
+    dirs.append(Path.home() / ".cache" / "pyrocompress" / name)
+    dirs.append(Path("/usr/share/datasets") / name)
+    return dirs
+
+
+def find_idx_files(name: str, data_dir: Optional[str | os.PathLike] = None) -> Optional[Path]:
+    """The first folder (in look-up order) that holds all four IDX files of ``name``, or None."""
+    files = _IDX_FILES[name]
+    for folder in _search_dirs(name, data_dir):
+        if all((folder / f).is_file() or (folder / f[:-3]).is_file() for f in files):
+            return folder
+    return None
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_idx_files(name: str, target: str | os.PathLike, mirrors: Optional[Sequence[str]] = None,
+                       md5: Optional[dict[str, str]] = None, timeout: float = 30.0) -> Path:
+    """Download the IDX files of ``name`` into ``target``, verifying each MD5; atomic per file."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    md5 = md5 or _IDX_FILES[name]
+    mirrors = list(mirrors or _MIRRORS[name])
+    for filename, checksum in md5.items():
+        dest = target / filename
+        if dest.is_file() and _md5(dest) == checksum:
+            continue
+        errors = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + filename
+            fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{filename}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                    while True:
+                        chunk = resp.read(1 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                got = _md5(Path(tmp))
+                if got != checksum:
+                    raise DataError(f"checksum mismatch for {url}: got {got}, expected {checksum}")
+                os.replace(tmp, dest)
+                break
+            except (urllib.error.URLError, OSError, DataError, ValueError) as exc:
+                errors.append(f"{url}: {exc}")
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            raise DataError(f"could not download {filename} for {name}: " + "; ".join(errors))
+    return target
+
+
+def _load_idx_dataset(name: str, data_dir, download: bool):
+    folder = find_idx_files(name, data_dir)
+    if folder is None and download:
+        target = Path(data_dir) if data_dir is not None else Path.home() / ".cache" / "pyrocompress" / name
+        try:
+            folder = download_idx_files(name, target)
+        except DataError as exc:
+            looked = ", ".join(str(d) for d in _search_dirs(name, data_dir))
+            hint = " (on Debian: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
+            raise DataError(
+                f"data set {name!r} not found (looked in: {looked}) and the download failed: {exc}. "
+                f"Put the four IDX .gz files in one of those folders or set PYROCOMPRESS_DATA{hint}.") from None
+    if folder is None:
+        looked = ", ".join(str(d) for d in _search_dirs(name, data_dir))
+        raise DataError(f"data set {name!r} not found (looked in: {looked}); downloads are disabled")
+
+    def read(stem: str) -> np.ndarray:
+        path = folder / f"{stem}.gz"
+        return read_idx(path if path.is_file() else folder / stem)
+
+    xtr, ytr = read("train-images-idx3-ubyte"), read("train-labels-idx1-ubyte")
+    xte, yte = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
+    for images, labels, which in ((xtr, ytr, "train"), (xte, yte, "t10k")):
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise DataError(f"{name} {which} files in {folder} do not match: images {images.shape}, labels {labels.shape}")
+    return xtr, ytr, xte, yte
+
+
+def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, *, val_fraction: float = 0.1,
+                 seed: int = 0, normalize: bool = True, download: bool = True,
+                 limit: Optional[int] = None) -> DataBundle:
+    """Load a data set by name (``digits``, ``fashion-mnist``, ``mnist``), split and normalised.
+
+    The validation split is drawn from the training set with ``seed``; the test set is kept
+    apart. ``limit`` keeps only the first ``limit`` training and test examples (smoke tests).
+    """
+    key = str(name).lower().replace("_", "-")
+    key = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; valid data sets: {list(DATASETS)} (or use from_arrays)")
+    if limit is not None and int(limit) <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    if key == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = digits.images.astype(np.float32) / 16.0
+        y = digits.target.astype(np.int64)
+        order = np.random.default_rng(12345).permutation(len(y))  # fixed test split, independent of seed
+        n_test = 360
+        test_idx, train_idx = order[:n_test], order[n_test:]
+        xtr, ytr, xte, yte = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+    else:
+        xtr, ytr, xte, yte = _load_idx_dataset(key, data_dir, download)
+        xtr, xte = xtr.astype(np.float32) / 255.0, xte.astype(np.float32) / 255.0
+        ytr, yte = ytr.astype(np.int64), yte.astype(np.int64)
+    if limit is not None:
+        xtr, ytr, xte, yte = xtr[:limit], ytr[:limit], xte[:limit], yte[:limit]
+    return from_arrays(xtr, ytr, xte, yte, name=key, num_classes=10, val_fraction=val_fraction, seed=seed,
+                       normalize=normalize, class_names=_CLASS_NAMES[key])

@@ -1,0 +1,161 @@
+"""Estimators of Bayesian layers as Pyro effect handlers.
+
+Each handler intercepts the ``"bayes_layer"`` effect of :class:`~pyrocompress.nn.BayesLayer`
+and computes the layer's output from the guide's parameters in its own way:
+
+* :class:`LocalReparameterization` samples the Gaussian pre-activations directly
+  (Kingma et al. 2015): lower variance, one noise draw per example;
+* :class:`Flipout` shares one weight perturbation across the batch, decorrelated by
+  random sign flips per example (Wen et al. 2018);
+* :class:`WeightSampling` draws one weight sample per forward (what a Pyro guide does);
+* :class:`PosteriorMean` uses the guide's locations (the posterior-mean network).
+
+They compose with other Pyro handlers and leave the model untouched: nothing in torch
+is monkeypatched, and without a handler the layer samples its weights from its sites.
+"""
+from __future__ import annotations
+
+import torch
+from pyro.poutine.messenger import Messenger
+
+from ..nn.layers import BayesConv2d, BayesLayer
+
+__all__ = [
+    "LayerEstimator",
+    "LocalReparameterization",
+    "Flipout",
+    "WeightSampling",
+    "PosteriorMean",
+    "ESTIMATORS",
+    "make_estimator",
+]
+
+_TINY = 1e-16
+
+
+class LayerEstimator(Messenger):
+    """Base handler: computes every Bayesian layer's output from a mean-field guide."""
+
+    name = "estimator"
+    #: whether one forward pass with inputs repeated gives independent samples per row
+    per_example_noise = True
+
+    def __init__(self, guide) -> None:
+        super().__init__()
+        self.guide = guide
+
+    def _params(self, layer: BayesLayer):
+        name = layer._pyro_name
+        guide = self.guide
+        w = name + ".weight"
+        lw = guide.loc[w.replace(".", "__")]
+        sw = guide.scale_of(w, expand=False)
+        if layer.has_bias:
+            b = name + ".bias"
+            return lw, sw, guide.loc[b.replace(".", "__")], guide.scale_of(b, expand=True)
+        return lw, sw, None, None
+
+    def _pyro_bayes_layer(self, msg) -> None:
+        layer, x = msg["args"]
+        msg["value"] = self.compute(layer, x)
+        msg["done"] = True
+        msg["stop"] = True
+
+    def compute(self, layer: BayesLayer, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LocalReparameterization(LayerEstimator):
+    """Sample pre-activations from N(x mu + b_mu, x^2 sigma^2 + sigma_b^2) (Linear and Conv2d)."""
+
+    name = "local_reparam"
+
+    def compute(self, layer, x):
+        lw, sw, lb, sb = self._params(layer)
+        mean = layer.op(x, lw, lb)
+        var_w = sw * sw
+        if var_w.shape != lw.shape:
+            var_w = var_w.expand_as(lw)
+        var = layer.op(x * x, var_w, None if sb is None else sb * sb)
+        if sb is None:
+            var = var + _TINY
+        return mean + var.sqrt() * torch.randn_like(mean)
+
+
+class Flipout(LayerEstimator):
+    """One shared weight perturbation per batch, sign-flipped per example (Wen et al. 2018)."""
+
+    name = "flipout"
+
+    def compute(self, layer, x):
+        lw, sw, lb, sb = self._params(layer)
+        mean = layer.op(x, lw, lb)
+        delta = sw * torch.randn_like(lw)
+        batch = x.shape[0]
+        if isinstance(layer, BayesConv2d):
+            s_in = torch.randint(0, 2, (batch, x.shape[1], 1, 1), device=x.device).to(x.dtype) * 2 - 1
+            s_out = torch.randint(0, 2, (batch, mean.shape[1], 1, 1), device=x.device).to(x.dtype) * 2 - 1
+        else:
+            s_in = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1
+            s_out = torch.randint(0, 2, mean.shape, device=x.device).to(x.dtype) * 2 - 1
+        out = mean + layer.op(x * s_in, delta, None) * s_out
+        if sb is not None:
+            bias_noise = sb * torch.randn_like(sb)
+            shape = (1, -1, 1, 1) if isinstance(layer, BayesConv2d) else (1, -1)
+            out = out + bias_noise.reshape(shape)
+        return out
+
+
+class WeightSampling(LayerEstimator):
+    """Draw one weight (and bias) sample per forward pass, shared by the batch."""
+
+    name = "weight_sampling"
+    per_example_noise = False
+
+    def compute(self, layer, x):
+        lw, sw, lb, sb = self._params(layer)
+        w = lw + sw * torch.randn_like(lw)
+        b = None if lb is None else lb + sb * torch.randn_like(lb)
+        return layer.op(x, w, b)
+
+
+class PosteriorMean(LayerEstimator):
+    """Use the guide's locations: the posterior-mean (deterministic) network."""
+
+    name = "mean"
+    per_example_noise = False
+
+    def compute(self, layer, x):
+        lw, _, lb, _ = self._params(layer)
+        return layer.op(x, lw, lb)
+
+
+ESTIMATORS: dict[str, type[LayerEstimator]] = {
+    "local_reparam": LocalReparameterization,
+    "flipout": Flipout,
+    "weight_sampling": WeightSampling,
+    "mean": PosteriorMean,
+}
+
+_ALIASES = {"lrt": "local_reparam", "local_reparameterization": "local_reparam", "sampling": "weight_sampling",
+            "weights": "weight_sampling", "posterior_mean": "mean"}
+
+
+def make_estimator(name: str, guide) -> LayerEstimator:
+    """Build an estimator handler by name (``local_reparam``, ``flipout``, ``weight_sampling``, ``mean``)."""
+    key = str(name).lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; valid estimators: {sorted(ESTIMATORS)}"
+                         " (and 'moment_propagation' where installed)")
+    return ESTIMATORS[key](guide)
+
+
+def estimator_names() -> list[str]:
+    return sorted(ESTIMATORS)
+
+
+def resolve_name(name: str) -> str:
+    key = str(name).lower().replace("-", "_")
+    return _ALIASES.get(key, key)
+

@@ -1,0 +1,371 @@
+"""Training: SVI for Bayesian models and the deterministic twin, one loop for both.
+
+:func:`fit` is the one entry point for Bayesian models. With a pyrocompress
+:class:`~pyrocompress.infer.MeanFieldGuide` it uses the lean :class:`MeanFieldELBO`
+(closed-form KL, local reparameterization by default); with any other guide or an
+explicit ``elbo`` (``Trace_ELBO``, ``TraceMeanField_ELBO``, ...) it runs Pyro's ELBO on
+the model and guide as they are. Parameters are module-local (Pyro's global parameter
+store is never used) and optimised with a torch optimiser, as in Pyro's
+``ELBO.__call__(model, guide)`` module interface.
+
+:func:`fit_deterministic` trains the same architecture as a plain network with the same
+optimiser, epochs, seed and data order: the deterministic twin of the baselines.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+import pyro
+from pyro.infer import ELBO, TraceMeanField_ELBO
+from pyro.optim.clipped_adam import ClippedAdam
+from tqdm.auto import tqdm
+
+from ..data import Batches, DataBundle, DataError, Split
+from .._scope import pyro_scope
+from ..metrics import classification_metrics, network_probs, predictive_probs
+from ..nn.model import BayesianModel
+from .elbo import MeanFieldELBO
+from .guides import MeanFieldGuide
+
+__all__ = ["fit", "fit_deterministic", "FitResult", "DivergenceError", "resolve_device", "OPTIMIZERS",
+           "LR_SCHEDULES"]
+
+OPTIMIZERS = ("adam", "clipped_adam", "sgd")
+LR_SCHEDULES = (None, "constant", "cosine", "step")
+
+
+class DivergenceError(RuntimeError):
+    """The training objective became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    """What a training run did: per-epoch history, time, and how it ended."""
+
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    epochs: int = 0
+    steps: int = 0
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; any torch device string otherwise."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use --device auto or cpu")
+    return dev
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _make_optimizer(name: str, params, lr: float, clip_norm: Optional[float]) -> torch.optim.Optimizer:
+    key = str(name).lower().replace("-", "_")
+    if key == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if key == "clipped_adam":
+        return ClippedAdam(params, lr=lr, clip_norm=clip_norm or 10.0)
+    if key == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {list(OPTIMIZERS)}")
+
+
+def _make_schedule(name: Optional[str], optimizer, epochs: int):
+    if name in (None, "constant", "none"):
+        return None
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.3)
+    raise ValueError(f"unknown lr_schedule {name!r}; valid schedules: {[s for s in LR_SCHEDULES if s]}")
+
+
+def _check_data(data: DataBundle, input_shape_of: Callable[[torch.Tensor], None]) -> None:
+    if not isinstance(data, DataBundle):
+        raise TypeError("data must be a DataBundle (see pyrocompress.data.load_dataset / from_arrays)")
+    if len(data.train) == 0:
+        raise DataError("the training split is empty")
+    input_shape_of(data.train.x[:2])
+
+
+def _probe(forward: Callable, what: str) -> Callable[[torch.Tensor], None]:
+    def check(x: torch.Tensor) -> None:
+        try:
+            with torch.no_grad():
+                forward(x)
+        except RuntimeError as exc:
+            raise DataError(f"data of shape {tuple(x.shape[1:])} does not fit the {what}: {exc}") from None
+    return check
+
+
+def _snapshot(modules: list[nn.Module]) -> list[dict]:
+    return [copy.deepcopy(m.state_dict()) for m in modules]
+
+
+def _restore(modules: list[nn.Module], states: list[dict]) -> None:
+    for m, s in zip(modules, states):
+        m.load_state_dict(s)
+
+
+def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_terms: Callable, evaluate_val: Callable,
+                data: DataBundle, epochs: int, batch_size: int, lr: float, optimizer: str, lr_schedule,
+                seed: int, patience: Optional[int], clip_norm: Optional[float], progress: bool,
+                kl_weight_at: Callable[[int], float], on_checkpoint: Optional[Callable[[int], None]],
+                desc: str, device: torch.device, after_step: Optional[Callable[[], None]] = None) -> FitResult:
+    opt = _make_optimizer(optimizer, params, lr, clip_norm)
+    sched = _make_schedule(lr_schedule, opt, epochs)
+    batches = Batches(data.train, batch_size, shuffle=True, seed=seed)
+    result = FitResult()
+    best_val, best_state, bad_epochs = math.inf, None, 0
+    check_every = 1 if device.type == "cpu" else 50
+    start = time.perf_counter()
+    bar = tqdm(total=epochs * len(batches), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    step = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            good_state = _snapshot(modules)
+            kl_w = kl_weight_at(epoch)
+            t0 = time.perf_counter()
+            sums = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
+            correct = seen = 0
+            pending: list[torch.Tensor] = []
+            for xb, yb in batches:
+                step += 1
+                opt.zero_grad(set_to_none=True)
+                loss, terms, logits = step_terms(xb, yb, kl_w)
+                loss.backward()
+                if clip_norm is not None and optimizer != "clipped_adam":
+                    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                pending.append(loss.detach())
+                if step % check_every == 0:
+                    value = float(torch.stack(pending).sum()) if len(pending) > 1 else float(pending[0])
+                    pending.clear()
+                    if not math.isfinite(value):
+                        bad = [k for k, v in terms.items() if v is not None and not bool(torch.isfinite(v))]
+                        _restore(modules, good_state)
+                        where = f"step {step} (epoch {epoch})"
+                        saved = ""
+                        if on_checkpoint is not None:
+                            on_checkpoint(epoch - 1)
+                            saved = " and saved as the checkpoint"
+                        raise DivergenceError(
+                            f"the objective diverged at {where}: the {' and '.join(bad) or 'loss'} term is "
+                            f"{value}; the last good state (end of epoch {epoch - 1}) was restored{saved}. "
+                            f"Lower the learning rate (now {lr}), use optimizer='clipped_adam' or set clip_norm.")
+                    sums["loss"] += value
+                opt.step()
+                if after_step is not None:
+                    after_step()
+                if terms.get("nll") is not None:
+                    sums["nll"] += float(terms["nll"].detach()) if device.type == "cpu" else 0.0
+                if terms.get("kl") is not None:
+                    sums["kl"] = float(terms["kl"].detach()) if device.type == "cpu" else sums["kl"]
+                if progress and logits is not None and step % 20 == 0:
+                    correct += int((logits.argmax(-1) == yb).sum())
+                    seen += yb.shape[0]
+                    bar.set_postfix(loss=f"{sums['loss'] / max(step - (epoch - 1) * len(batches), 1):.4g}",
+                                    kl=f"{sums['kl']:.4g}", acc=f"{correct / max(seen, 1):.3f}")
+                bar.update(1)
+            if pending:
+                sums["loss"] += float(torch.stack(pending).sum())
+            if sched is not None:
+                sched.step()
+            n_steps = len(batches)
+            record = {"epoch": epoch, "loss": sums["loss"] / n_steps, "nll": sums["nll"] / n_steps,
+                      "kl": sums["kl"], "kl_weight": kl_w, "lr": opt.param_groups[0]["lr"],
+                      "seconds": time.perf_counter() - t0}
+            if len(data.val) > 0:
+                val = evaluate_val(data.val)
+                record.update({"val_accuracy": val["accuracy"], "val_nll": val["nll"]})
+            result.history.append(record)
+            result.epochs = epoch
+            current = record.get("val_nll", -epoch)
+            if current < best_val:
+                best_val, bad_epochs, result.best_epoch = current, 0, epoch
+                if patience is not None:
+                    best_state = _snapshot(modules)
+                if on_checkpoint is not None:
+                    on_checkpoint(epoch)
+            else:
+                bad_epochs += 1
+                if patience is not None and bad_epochs >= patience:
+                    result.stopped_early = True
+                    break
+    finally:
+        bar.close()
+    if best_state is not None and result.best_epoch != result.epochs:
+        _restore(modules, best_state)
+    result.steps = step
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _kl_schedule(kl_weight: float, anneal_epochs: int) -> Callable[[int], float]:
+    if anneal_epochs <= 0:
+        return lambda epoch: kl_weight
+    return lambda epoch: kl_weight * min(1.0, epoch / float(anneal_epochs))
+
+
+def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batch_size: int = 128,
+        lr: float = 1e-3, optimizer: str = "adam", estimator: str = "local_reparam", elbo: Optional[ELBO] = None,
+        num_particles: int = 1, kl_weight: float = 1.0, kl_anneal_epochs: int = 0,
+        lr_schedule: Optional[str] = None, seed: int = 0, device: str | torch.device = "auto",
+        patience: Optional[int] = None, clip_norm: Optional[float] = None, val_samples: int = 8,
+        checkpoint: Optional[Callable[[int], None]] = None, progress: bool = False,
+        validate_args: bool = False, step_hook: Optional[Callable] = None) -> FitResult:
+    """Train a Bayesian model with SVI and return what happened.
+
+    ``estimator`` picks how the lean ELBO samples (``local_reparam``, ``flipout``,
+    ``weight_sampling``; ``moment_propagation`` where registered) and applies to
+    pyrocompress guides; pass ``elbo`` (any ``pyro.infer.ELBO``) to use Pyro's own
+    estimators, which any guide (autoguides included) supports. ``kl_weight`` and
+    ``kl_anneal_epochs`` (linear warm-up) weight the KL term. ``patience`` enables early
+    stopping on validation NLL (the best state is restored). ``checkpoint(epoch)`` is
+    called when the validation NLL improves and on divergence with the last good state.
+    Pyro's argument validation is off unless ``validate_args`` (it costs ms per step).
+    ``step_hook(model, guide)`` runs after every optimiser step (pruning masks use it).
+    """
+    if not isinstance(model, BayesianModel):
+        raise TypeError("fit() trains a pyrocompress BayesianModel; use fit_deterministic() for plain networks")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_positive(lr=lr, val_samples=val_samples, clip_norm=clip_norm)
+    if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0 and math.isfinite(kl_weight)):
+        raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+    dev = resolve_device(device)
+    model.to(dev)
+    lean = elbo is None and isinstance(guide, MeanFieldGuide)
+    if lean:
+        guide.check_belongs_to(model)
+        if estimator == "moment_propagation" or str(estimator).startswith("moment"):
+            from .moments import MomentPropagationELBO  # registered by the moment-propagation module
+
+            elbo = MomentPropagationELBO(num_particles=num_particles, kl_weight=kl_weight)
+        else:
+            elbo = MeanFieldELBO(estimator=estimator, num_particles=num_particles, kl_weight=kl_weight)
+    elif elbo is None:
+        elbo = TraceMeanField_ELBO(num_particles=num_particles)
+    elif not isinstance(elbo, ELBO):
+        raise TypeError(f"elbo must be a pyro.infer.ELBO, got {type(elbo).__name__}")
+    if kl_anneal_epochs and not hasattr(elbo, "loss_terms"):
+        raise ValueError("KL annealing needs the lean MeanFieldELBO (a pyrocompress guide and no explicit elbo)")
+    if guide is None:
+        raise ValueError("fit() needs a guide: make_guide(model) or any Pyro autoguide")
+    if isinstance(guide, nn.Module):
+        guide.to(dev)
+    data = data.to(dev)
+    model.likelihood.dataset_size = len(data.train)
+    _check_data(data, _probe(model.net, "model"))
+    if data.num_classes != model.likelihood.num_classes:
+        raise DataError(f"the data has {data.num_classes} classes, the model's likelihood {model.likelihood.num_classes}")
+
+    with pyro_scope(validate_args):
+        pyro.set_rng_seed(seed)
+        if not lean:
+            elbo.differentiable_loss(model, guide, data.train.x[:2], data.train.y[:2])  # create lazy params
+        modules = [m for m in (model, guide) if isinstance(m, nn.Module)]
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model and guide have no trainable parameters")
+
+        if hasattr(elbo, "loss_terms"):
+            def step_terms(xb, yb, kl_w):
+                nll, kl, logits = elbo.loss_terms(model, guide, xb, yb, return_logits=True)
+                return nll + kl_w * kl, {"nll": nll, "kl": kl}, logits
+        else:
+            def step_terms(xb, yb, kl_w):
+                return elbo.differentiable_loss(model, guide, xb, yb), {"loss": None}, None
+
+        def evaluate_val(split: Split) -> dict:
+            probs = predictive_probs(model, guide, split.x, num_samples=val_samples)
+            return classification_metrics(probs, split.y)
+
+        result = _train_loop(modules=modules, params=params, step_terms=step_terms, evaluate_val=evaluate_val,
+                             data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                             lr_schedule=lr_schedule, seed=seed, patience=patience, clip_norm=clip_norm,
+                             progress=progress, kl_weight_at=_kl_schedule(float(kl_weight), int(kl_anneal_epochs)),
+                             on_checkpoint=checkpoint, desc="SVI", device=dev,
+                             after_step=(lambda: step_hook(model, guide)) if step_hook is not None else None)
+    if lean:
+        with torch.no_grad():
+            for name, layer in model.bayes_layers():
+                prior = layer.prior
+                if hasattr(prior, "group_variance"):
+                    w = f"{name}.weight"
+                    layer.set_group_variance(prior.group_variance(guide.loc_of(w), guide.scale_of(w)))
+    return result
+
+
+def fit_deterministic(net: nn.Module, data: DataBundle, *, epochs: int = 10, batch_size: int = 128,
+                      lr: float = 1e-3, optimizer: str = "adam", lr_schedule: Optional[str] = None, seed: int = 0,
+                      device: str | torch.device = "auto", patience: Optional[int] = None,
+                      clip_norm: Optional[float] = None, weight_decay: float = 0.0,
+                      checkpoint: Optional[Callable[[int], None]] = None, progress: bool = False,
+                      step_hook: Optional[Callable[[nn.Module], None]] = None) -> FitResult:
+    """Train a plain network with cross-entropy: same optimiser, seed and data order as :func:`fit`.
+
+    ``step_hook(net)`` runs after every optimiser step (pruning masks use it to keep
+    pruned weights at zero during fine-tuning).
+    """
+    if isinstance(net, BayesianModel):
+        raise TypeError("fit_deterministic() trains plain networks; use fit() for a BayesianModel")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_positive(lr=lr, clip_norm=clip_norm)
+    dev = resolve_device(device)
+    net.to(dev)
+    data = data.to(dev)
+    _check_data(data, _probe(net, "network"))
+    with torch.no_grad():
+        out = net(data.train.x[:2])
+    if out.shape[-1] != data.num_classes:
+        raise DataError(f"the network has {out.shape[-1]} outputs, the data {data.num_classes} classes")
+    torch.manual_seed(seed)
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def step_terms(xb, yb, _):
+        logits = net(xb)
+        loss = F.cross_entropy(logits, yb)
+        if weight_decay:
+            loss = loss + 0.5 * weight_decay * sum((p * p).sum() for p in params)
+        return loss, {"nll": loss}, logits
+
+    def evaluate_val(split: Split) -> dict:
+        return classification_metrics(network_probs(net, split.x), split.y)
+
+    result = _train_loop(modules=[net], params=params, step_terms=step_terms, evaluate_val=evaluate_val, data=data,
+                         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, lr_schedule=lr_schedule,
+                         seed=seed, patience=patience, clip_norm=clip_norm, progress=progress,
+                         kl_weight_at=lambda e: 0.0, on_checkpoint=checkpoint, desc="train", device=dev,
+                         after_step=(lambda: step_hook(net)) if step_hook is not None else None)
+    return result
