@@ -2,10 +2,10 @@
 from .elbo import MeanFieldELBO
 from .estimators import ESTIMATORS, Flipout, LocalReparameterization, PosteriorMean, WeightSampling, make_estimator
 from .fit import DivergenceError, FitResult, fit, fit_deterministic, resolve_device
-from .guides import GUIDES, MeanFieldGuide, make_guide
+from .guides import GUIDES, MeanFieldGuide, make_guide, posterior_mean_network
 
 __all__ = [
     "MeanFieldELBO", "ESTIMATORS", "Flipout", "LocalReparameterization", "PosteriorMean", "WeightSampling",
     "make_estimator", "DivergenceError", "FitResult", "fit", "fit_deterministic", "resolve_device", "GUIDES",
-    "MeanFieldGuide", "make_guide",
+    "MeanFieldGuide", "make_guide", "posterior_mean_network",
 ]

@@ -25,7 +25,7 @@ import pyro.distributions as dist
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
 
-__all__ = ["MeanFieldGuide", "SiteParams", "GUIDES", "make_guide", "inverse_softplus"]
+__all__ = ["MeanFieldGuide", "SiteParams", "GUIDES", "make_guide", "inverse_softplus", "posterior_mean_network"]
 
 GUIDES = ("mean_field", "group_scale")
 
@@ -160,3 +160,28 @@ def make_guide(model: BayesianModel, name: str = "mean_field", init_scale: float
     if key in ("group_scale", "kernel_scale", "evi"):
         return MeanFieldGuide(model, init_scale=init_scale, shared_scale="group")
     raise ValueError(f"unknown guide {name!r}; valid guides: {list(GUIDES)} (or pass any Pyro autoguide object)")
+
+
+@torch.no_grad()
+def posterior_mean_network(model: BayesianModel, guide: MeanFieldGuide) -> nn.Module:
+    """The plain ``nn.Module`` with the guide's posterior means as weights (the deployable network).
+
+    It is a copy of the model's architecture template; Bayesian layers take the guide's
+    locations, layers left deterministic keep the model's own parameters.
+    """
+    if model.architecture is None:
+        raise ValueError("the model has no architecture template; build it with BayesianModel.from_module")
+    guide.check_belongs_to(model)
+    import copy
+
+    net = copy.deepcopy(model.architecture)
+    bayes = dict(model.bayes_layers())
+    own = dict(model.net.named_modules())
+    for name, module in net.named_modules():
+        if name in bayes:
+            module.weight.copy_(guide.loc_of(f"{name}.weight"))
+            if module.bias is not None:
+                module.bias.copy_(guide.loc_of(f"{name}.bias"))
+        elif isinstance(module, (nn.Linear, nn.Conv2d)) and name in own:
+            module.load_state_dict(own[name].state_dict())
+    return net.to(model.device)

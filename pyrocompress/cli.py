@@ -1,0 +1,162 @@
+"""The ``pyrocompress`` command line.
+
+Sub-commands are contributed by modules listed in ``COMMAND_MODULES``; each has a
+``register(subparsers)`` that adds its parser(s) with ``set_defaults(func=...)``.
+Errors in what the user gave (names, shapes, files) end with a one-line message and
+exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["main", "build_parser", "COMMAND_MODULES", "parse_options", "UserError"]
+
+COMMAND_MODULES: list[str] = [
+    "pyrocompress.cli",
+]
+
+
+class UserError(Exception):
+    """An error in what the user asked for; printed without a traceback."""
+
+
+def parse_options(items: Optional[Sequence[str]]) -> dict[str, Any]:
+    """Parse ``key=value`` pairs; values are read as JSON when they parse (numbers, lists)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"option {item!r} must look like key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    keys = ["accuracy", "nll", "ece", "brier", "mean_accuracy", "params", "nonzero_params", "epochs", "seconds"]
+    parts = []
+    for k in keys:
+        if k in metrics and metrics[k] is not None:
+            v = metrics[k]
+            parts.append(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}")
+    print(f"{title}: " + "  ".join(parts))
+
+
+# ----------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    prior: Any = args.prior
+    if prior.strip().startswith("{"):
+        prior = json.loads(prior)
+    cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, val_fraction=args.val_fraction, limit=args.limit,
+                      model=args.model, model_options=parse_options(args.model_option),
+                      deterministic=args.deterministic, prior=prior, guide=args.guide, init_scale=args.init_scale,
+                      estimator=args.estimator, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      optimizer=args.optimizer, lr_schedule=args.lr_schedule, kl_weight=args.kl_weight,
+                      kl_anneal_epochs=args.kl_anneal_epochs, particles=args.particles, seed=args.seed,
+                      device=args.device, patience=args.patience, eval_samples=args.eval_samples)
+    run = train(cfg, out=args.out, progress=not args.quiet)
+    kind = "deterministic" if cfg.deterministic else f"Bayesian ({cfg.estimator})"
+    _print_metrics(f"{cfg.model} on {cfg.dataset}, {kind}, test", run.metrics)
+    print(f"run written to {run.path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .infer.guides import posterior_mean_network
+    from .metrics import evaluate
+    from .runs import load_run, write_json
+
+    run = load_run(args.run_dir)
+    data = run.load_data()
+    if run.is_bayesian:
+        metrics = evaluate(run.model, data.test, run.guide, num_samples=args.samples)
+        mean = evaluate(posterior_mean_network(run.model, run.guide), data.test)
+        metrics.update({f"mean_{k}": v for k, v in mean.items()})
+    else:
+        metrics = evaluate(run.net, data.test)
+    _print_metrics(f"{run.path} test", metrics)
+    if run.metrics.get("accuracy") is not None:
+        print(f"stored accuracy {run.metrics['accuracy']:.4f}, re-evaluated {metrics['accuracy']:.4f}")
+    write_json(Path(args.run_dir) / "evaluation.json", metrics)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .data import DATASETS
+    from .infer.estimators import ESTIMATORS
+    from .infer.fit import LR_SCHEDULES, OPTIMIZERS
+    from .infer.guides import GUIDES
+    from .nn.priors import PRIORS
+    from .nn.zoo import MODELS
+
+    p = sub.add_parser("train", help="train a Bayesian network with SVI (or its deterministic twin)")
+    p.add_argument("--dataset", default="digits", help=f"one of {list(DATASETS)}")
+    p.add_argument("--data-dir", default=None, help="folder with the IDX files (else the standard places)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N train/test examples")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--model", default="mlp", help=f"one of {sorted(MODELS)}")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="model option, e.g. kernels=64 or hidden=[300,100]")
+    p.add_argument("--deterministic", action="store_true", help="train the plain deterministic twin")
+    p.add_argument("--prior", default="normal",
+                   help=f"one of {sorted(PRIORS)} (e.g. normal:0.1) or a JSON per-layer mapping")
+    p.add_argument("--guide", default="mean_field", help=f"one of {list(GUIDES)}")
+    p.add_argument("--init-scale", type=float, default=1e-3, help="initial guide standard deviation")
+    p.add_argument("--estimator", default="local_reparam",
+                   help=f"one of {sorted(ESTIMATORS)} or moment_propagation")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam", help=f"one of {list(OPTIMIZERS)}")
+    p.add_argument("--lr-schedule", default=None, help=f"one of {[s for s in LR_SCHEDULES if s]}")
+    p.add_argument("--kl-weight", type=float, default=1.0)
+    p.add_argument("--kl-anneal-epochs", type=int, default=0)
+    p.add_argument("--particles", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--patience", type=int, default=None, help="early stopping on validation NLL")
+    p.add_argument("--eval-samples", type=int, default=32, help="posterior samples for test metrics")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="re-evaluate a saved run on its test split")
+    e.add_argument("run_dir")
+    e.add_argument("--samples", type=int, default=32, help="posterior samples")
+    e.set_defaults(func=_cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyrocompress", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .data import DataError
+    from .infer.fit import DivergenceError
+    from .runs import RunError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, DataError, RunError, DivergenceError, ValueError, TypeError, FileNotFoundError,
+            json.JSONDecodeError) as exc:
+        print(f"pyrocompress {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

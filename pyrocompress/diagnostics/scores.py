@@ -1,0 +1,175 @@
+"""Redundancy scores of weights and of groups (output neurons, conv kernels).
+
+One registry for every score, so that pruning, baselines and diagnostics rank the same
+way. Every score is an *importance*: higher means keep, lower means redundant. Scores
+are computed in closed form from the posterior moments (loc, scale) of each weight,
+which a mean-field Normal guide gives exactly and any other guide gives through draws.
+
+Per-weight scores (same shape as the weight):
+
+* ``snr``: |mu| / sigma (Blundell et al. 2015);
+* ``magnitude``: |mu|, the magnitude of the posterior mean;
+* ``prob_nonzero``: 1 - P(|w| < delta) under the posterior (closed form for Normals);
+* ``hdi``: |mu| - z sigma, the margin by which the central (= highest-density, for a
+  Normal) interval of probability ``hdi_prob`` excludes zero; <= 0 means it contains zero;
+* ``kl``: KL(q || p) of the weight, the information it carries beyond the prior.
+
+Group scores reduce a group's weights (dim 0 of the weight is the group): ``norm``
+(Frobenius norm of the posterior mean, the ranking of "Self-Compression in Bayesian
+Neural Networks") and any per-weight score with its default reduction (``snr``: mean,
+``magnitude``: L2 norm, ``prob_nonzero``: mean, ``hdi``: max, ``kl``: sum) or one given.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from pyro import poutine
+
+from ..nn.model import BayesianModel
+
+__all__ = [
+    "Score",
+    "SCORES",
+    "REDUCTIONS",
+    "score_names",
+    "get_score",
+    "posterior_moments",
+    "weight_scores",
+    "group_scores",
+    "reduce_groups",
+    "hdi_z",
+]
+
+
+def hdi_z(hdi_prob: float) -> float:
+    """Half-width of the central interval of a standard Normal holding ``hdi_prob``."""
+    if not 0.0 < hdi_prob < 1.0:
+        raise ValueError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
+    return math.sqrt(2.0) * torch.erfinv(torch.tensor(hdi_prob, dtype=torch.float64)).item()
+
+
+def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _snr(loc, scale, layer, site, **_):
+    return loc.abs() / scale
+
+
+def _magnitude(loc, scale, layer, site, **_):
+    return loc.abs()
+
+
+def _prob_nonzero(loc, scale, layer, site, delta: float = 1e-2, **_):
+    if not delta > 0:
+        raise ValueError(f"delta must be positive, got {delta}")
+    inside = _normal_cdf((delta - loc) / scale) - _normal_cdf((-delta - loc) / scale)
+    return 1.0 - inside
+
+
+def _hdi(loc, scale, layer, site, hdi_prob: float = 0.95, **_):
+    return loc.abs() - hdi_z(hdi_prob) * scale
+
+
+def _kl(loc, scale, layer, site, **_):
+    return layer.prior_of(site).kl_elementwise(loc, scale)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A registered score: per-weight function, default group reduction, description."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    reduction: str
+    description: str
+    needs_scale: bool = True
+
+
+SCORES: dict[str, Score] = {
+    "snr": Score("snr", _snr, "mean", "signal-to-noise ratio |mu|/sigma (Blundell et al. 2015)"),
+    "magnitude": Score("magnitude", _magnitude, "l2", "magnitude of the posterior mean |mu|", needs_scale=False),
+    "norm": Score("norm", _magnitude, "l2", "Frobenius norm of a group's posterior mean (self-compression paper)",
+                  needs_scale=False),
+    "prob_nonzero": Score("prob_nonzero", _prob_nonzero, "mean", "1 - P(|w| < delta) under the posterior"),
+    "hdi": Score("hdi", _hdi, "max", "margin by which the hdi_prob interval excludes zero (<= 0: contains zero)"),
+    "kl": Score("kl", _kl, "sum", "KL(q || prior) of the weight: information it carries"),
+}
+
+
+def _l2(x: torch.Tensor) -> torch.Tensor:
+    return x.square().sum(dim=1).sqrt()
+
+
+REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "mean": lambda x: x.mean(dim=1),
+    "sum": lambda x: x.sum(dim=1),
+    "min": lambda x: x.min(dim=1).values,
+    "max": lambda x: x.max(dim=1).values,
+    "l2": _l2,
+    "l1": lambda x: x.abs().sum(dim=1),
+}
+
+
+def score_names() -> list[str]:
+    return sorted(SCORES)
+
+
+def get_score(name: str) -> Score:
+    key = str(name).lower().replace("-", "_")
+    if key not in SCORES:
+        raise ValueError(f"unknown score {name!r}; valid scores: {score_names()}")
+    return SCORES[key]
+
+
+@torch.no_grad()
+def posterior_moments(model: BayesianModel, guide, num_draws: int = 64) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Posterior (loc, scale) of every Bayesian site: exact for a pyrocompress guide,
+    estimated from ``num_draws`` guide draws for any other guide (with a warning)."""
+    if hasattr(guide, "loc_of") and hasattr(guide, "scale_of"):
+        guide.check_belongs_to(model)
+        return {s: (guide.loc_of(s).detach(), guide.scale_of(s).detach()) for s in guide.site_names()}
+    if num_draws < 2:
+        raise ValueError(f"num_draws must be >= 2 to estimate a scale from draws, got {num_draws}")
+    warnings.warn(f"guide {type(guide).__name__} has no closed-form scales: moments estimated from {num_draws} draws",
+                  stacklevel=2)
+    draws: dict[str, list[torch.Tensor]] = {s: [] for s in model.site_names()}
+    for _ in range(num_draws):
+        trace = poutine.trace(guide).get_trace()
+        for site in draws:
+            if site not in trace.nodes:
+                raise ValueError(f"the guide has no sample site {site!r}: it does not belong to this model")
+            draws[site].append(trace.nodes[site]["value"].detach())
+    return {s: (torch.stack(v).mean(0), torch.stack(v).std(0).clamp_min(1e-12)) for s, v in draws.items()}
+
+
+def weight_scores(model: BayesianModel, guide, score: str = "snr", moments: Optional[dict] = None,
+                  **options) -> dict[str, torch.Tensor]:
+    """Per-weight importance of every Bayesian layer's weight: ``{layer_name: tensor}``."""
+    spec = get_score(score)
+    moments = moments if moments is not None else posterior_moments(model, guide)
+    out: dict[str, torch.Tensor] = {}
+    for name, layer in model.bayes_layers():
+        loc, scale = moments[f"{name}.weight"]
+        out[name] = spec.fn(loc, scale, layer, "weight", **options)
+    return out
+
+
+def reduce_groups(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce a (groups, ...) tensor to one value per group."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; valid reductions: {sorted(REDUCTIONS)}")
+    return REDUCTIONS[reduction](values.reshape(values.shape[0], -1))
+
+
+def group_scores(model: BayesianModel, guide, score: str = "norm", reduction: Optional[str] = None,
+                 moments: Optional[dict] = None, **options) -> dict[str, torch.Tensor]:
+    """Per-group importance (output neuron of a Linear, kernel of a Conv2d): ``{layer: (out,)}``."""
+    spec = get_score(score)
+    per_weight = weight_scores(model, guide, spec.name, moments=moments, **options)
+    return {name: reduce_groups(values, reduction or spec.reduction) for name, values in per_weight.items()}
+
