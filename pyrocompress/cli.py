@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES", "parse_options", "UserErro
 
 COMMAND_MODULES: list[str] = [
     "pyrocompress.cli",
+    "pyrocompress.diagnostics.cli",
 ]
 
 

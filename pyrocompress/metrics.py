@@ -104,6 +104,10 @@ def _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_siz
                 raise ValueError("mode='mean' needs a pyrocompress MeanFieldGuide")
             with PosteriorMean(guide):
                 probs = F.softmax(model.net(xb), -1)[None]
+        elif pyrocompress_guide and str(estimator).lower().startswith("moment"):
+            from .infer.moments import sample_logits  # sampling-free propagation, then Gaussian logit draws
+
+            probs = F.softmax(sample_logits(model, guide, xb, num_samples), -1)
         elif pyrocompress_guide:
             handler = make_estimator(estimator, guide)
             if handler.per_example_noise:

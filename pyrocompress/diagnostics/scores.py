@@ -18,6 +18,21 @@ Group scores reduce a group's weights (dim 0 of the weight is the group): ``norm
 (Frobenius norm of the posterior mean, the ranking of "Self-Compression in Bayesian
 Neural Networks") and any per-weight score with its default reduction (``snr``: mean,
 ``magnitude``: L2 norm, ``prob_nonzero``: mean, ``hdi``: max, ``kl``: sum) or one given.
+
+Added for the diagnostics (see :func:`pyrocompress.diagnostics.score_dataset` for the
+xarray interface with named dims, at the levels weight / group / in_channel):
+
+* ``min_snr``: the SNR reduced by its minimum over the group (per weight: the SNR);
+* ``hdi_nonzero``: 1 where the ``hdi_prob`` interval of a weight excludes zero, else 0;
+  reduced by the mean, it is the fraction of the group's weights whose HDI excludes zero
+  (1 - the fraction whose HDI contains zero);
+* ``norm_hdi_low``: group-level only, from posterior draws: the lower end of the
+  ``arviz.hdi`` of the group's weight norm (the norm is positive, so its HDI never
+  literally contains zero; a low lower end marks a group that may be switched off).
+
+Per group, the default reduction is over dims 1.. of the weight (output neuron / conv
+kernel); per input channel (:func:`reduce_level` with ``level="in_channel"``) it is over
+every dim but dim 1.
 """
 from __future__ import annotations
 
@@ -42,6 +57,7 @@ __all__ = [
     "group_scores",
     "reduce_groups",
     "hdi_z",
+    "reduce_level",
 ]
 
 
@@ -79,6 +95,16 @@ def _kl(loc, scale, layer, site, **_):
     return layer.prior_of(site).kl_elementwise(loc, scale)
 
 
+def _hdi_nonzero(loc, scale, layer, site, hdi_prob: float = 0.95, **_):
+    return (loc.abs() - hdi_z(hdi_prob) * scale > 0).to(loc.dtype)
+
+
+def _norm_hdi_low(model, guide, level: str = "group", **options):
+    from .redundancy import norm_hdi_scores
+
+    return norm_hdi_scores(model, guide, level=level, **options)
+
+
 @dataclass(frozen=True)
 class Score:
     """A registered score: per-weight function, default group reduction, description."""
@@ -88,6 +114,8 @@ class Score:
     reduction: str
     description: str
     needs_scale: bool = True
+    #: for scores defined only on groups (from draws): fn(model, guide, level, **options) -> {layer: (n,)}
+    group_fn: Optional[Callable[..., dict]] = None
 
 
 SCORES: dict[str, Score] = {
@@ -98,6 +126,12 @@ SCORES: dict[str, Score] = {
     "prob_nonzero": Score("prob_nonzero", _prob_nonzero, "mean", "1 - P(|w| < delta) under the posterior"),
     "hdi": Score("hdi", _hdi, "max", "margin by which the hdi_prob interval excludes zero (<= 0: contains zero)"),
     "kl": Score("kl", _kl, "sum", "KL(q || prior) of the weight: information it carries"),
+    "min_snr": Score("min_snr", _snr, "min", "smallest signal-to-noise ratio |mu|/sigma of a group's weights"),
+    "hdi_nonzero": Score("hdi_nonzero", _hdi_nonzero, "mean",
+                         "1 where the weight's hdi_prob HDI excludes zero; group mean = fraction excluding zero"),
+    "norm_hdi_low": Score("norm_hdi_low", None, "none",  # type: ignore[arg-type]
+                          "lower end of the HDI of the group's weight norm, from posterior draws (group level only)",
+                          group_fn=_norm_hdi_low),
 }
 
 
@@ -151,6 +185,9 @@ def weight_scores(model: BayesianModel, guide, score: str = "snr", moments: Opti
                   **options) -> dict[str, torch.Tensor]:
     """Per-weight importance of every Bayesian layer's weight: ``{layer_name: tensor}``."""
     spec = get_score(score)
+    if spec.fn is None:
+        raise ValueError(f"score {spec.name!r} is defined per group only (from posterior draws); use "
+                         f"group_scores(...) or diagnostics.score_dataset(..., level='group')")
     moments = moments if moments is not None else posterior_moments(model, guide)
     out: dict[str, torch.Tensor] = {}
     for name, layer in model.bayes_layers():
@@ -166,10 +203,24 @@ def reduce_groups(values: torch.Tensor, reduction: str) -> torch.Tensor:
     return REDUCTIONS[reduction](values.reshape(values.shape[0], -1))
 
 
+def reduce_level(values: torch.Tensor, reduction: str, level: str = "group") -> torch.Tensor:
+    """Reduce a weight-shaped tensor to one value per output group (``level="group"``) or per
+    input channel (``level="in_channel"``: over every dim but dim 1)."""
+    if level == "group":
+        return reduce_groups(values, reduction)
+    if level == "in_channel":
+        if values.dim() < 2:
+            raise ValueError("level 'in_channel' needs a weight with an input dim (dim 1)")
+        return reduce_groups(values.transpose(0, 1), reduction)
+    raise ValueError(f"unknown level {level!r}; valid levels: ['group', 'in_channel']")
+
+
 def group_scores(model: BayesianModel, guide, score: str = "norm", reduction: Optional[str] = None,
                  moments: Optional[dict] = None, **options) -> dict[str, torch.Tensor]:
     """Per-group importance (output neuron of a Linear, kernel of a Conv2d): ``{layer: (out,)}``."""
     spec = get_score(score)
+    if spec.group_fn is not None:
+        return spec.group_fn(model, guide, level="group", **options)
     per_weight = weight_scores(model, guide, spec.name, moments=moments, **options)
     return {name: reduce_groups(values, reduction or spec.reduction) for name, values in per_weight.items()}
 

@@ -36,6 +36,7 @@ class MeanFieldELBO(ELBO):
         self.estimator = estimator
         self.kl_weight = float(kl_weight)
         self._handler_cache: Optional[tuple[int, LayerEstimator]] = None
+        self._layers_cache: Optional[tuple[int, dict]] = None
 
     def _handler(self, guide) -> LayerEstimator:
         cached = self._handler_cache
@@ -43,6 +44,12 @@ class MeanFieldELBO(ELBO):
             handler = make_estimator(self.estimator, guide)
             self._handler_cache = (id(guide), handler)
             return handler
+        return cached[1]
+
+    def _layers(self, model) -> dict:
+        cached = self._layers_cache
+        if cached is None or cached[0] != id(model):
+            self._layers_cache = cached = (id(model), dict(model.bayes_layers()))
         return cached[1]
 
     @staticmethod
@@ -57,6 +64,19 @@ class MeanFieldELBO(ELBO):
         """(scaled minibatch NLL, KL) as differentiable tensors, optionally with the logits."""
         handler = self._handler(guide)
         particles = self.num_particles
+        scales = guide.scales()
+        handler.scales = scales
+        try:
+            nll, logits = self._expected_nll(model, handler, x, y, particles)
+        finally:
+            handler.scales = None
+        kl = guide.kl_divergence(model, scales, self._layers(model))
+        if return_logits:
+            return nll, kl, logits
+        return nll, kl
+
+    @staticmethod
+    def _expected_nll(model, handler, x, y, particles):
         if particles == 1:
             with handler:
                 logits = model.net(x)
@@ -75,10 +95,7 @@ class MeanFieldELBO(ELBO):
                     logits = model.net(x)
                 total = total + model.likelihood.nll(logits, y)
             nll = total / particles
-        kl = guide.kl_divergence(model)
-        if return_logits:
-            return nll, kl, logits
-        return nll, kl
+        return nll, logits
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         self._check(model, guide)

@@ -43,16 +43,20 @@ class LayerEstimator(Messenger):
     def __init__(self, guide) -> None:
         super().__init__()
         self.guide = guide
+        #: scales computed once per step by the ELBO (site -> scale); None: compute per layer
+        self.scales: dict[str, torch.Tensor] | None = None
 
     def _params(self, layer: BayesLayer):
         name = layer._pyro_name
         guide = self.guide
         w = name + ".weight"
         lw = guide.loc[w.replace(".", "__")]
-        sw = guide.scale_of(w, expand=False)
+        scales = self.scales
+        sw = scales[w] if scales is not None else guide.scale_of(w, expand=False)
         if layer.has_bias:
             b = name + ".bias"
-            return lw, sw, guide.loc[b.replace(".", "__")], guide.scale_of(b, expand=True)
+            sb = scales[b] if scales is not None else guide.scale_of(b, expand=False)
+            return lw, sw, guide.loc[b.replace(".", "__")], sb
         return lw, sw, None, None
 
     def _pyro_bayes_layer(self, msg) -> None:
@@ -100,7 +104,7 @@ class Flipout(LayerEstimator):
             s_out = torch.randint(0, 2, mean.shape, device=x.device).to(x.dtype) * 2 - 1
         out = mean + layer.op(x * s_in, delta, None) * s_out
         if sb is not None:
-            bias_noise = sb * torch.randn_like(sb)
+            bias_noise = sb.expand_as(lb) * torch.randn_like(lb)
             shape = (1, -1, 1, 1) if isinstance(layer, BayesConv2d) else (1, -1)
             out = out + bias_noise.reshape(shape)
         return out
@@ -115,7 +119,7 @@ class WeightSampling(LayerEstimator):
     def compute(self, layer, x):
         lw, sw, lb, sb = self._params(layer)
         w = lw + sw * torch.randn_like(lw)
-        b = None if lb is None else lb + sb * torch.randn_like(lb)
+        b = None if lb is None else lb + sb.expand_as(lb) * torch.randn_like(lb)
         return layer.op(x, w, b)
 
 

@@ -53,7 +53,7 @@ class MeanFieldGuide(nn.Module):
     """Mean-field Normal guide q(w) = prod N(loc, softplus(rho)^2) over a model's Bayesian layers."""
 
     def __init__(self, model: BayesianModel, init_scale: float = 1e-3, shared_scale: Optional[str] = None,
-                 min_scale: float = 1e-8) -> None:
+                 min_scale: float = 0.0) -> None:
         super().__init__()
         if not isinstance(model, BayesianModel):
             raise TypeError("MeanFieldGuide expects a BayesianModel (see pyrocompress.nn.BayesianModel)")
@@ -92,10 +92,17 @@ class MeanFieldGuide(nn.Module):
 
     def scale_of(self, site: str, expand: bool = True) -> torch.Tensor:
         rho = self.rho[_key(site)]
-        scale = F.softplus(rho) + self.min_scale
+        scale = F.softplus(rho)
+        if self.min_scale:
+            scale = scale + self.min_scale
         if expand and scale.shape != self.loc[_key(site)].shape:
             scale = scale.expand_as(self.loc[_key(site)])
         return scale
+
+    def scales(self) -> dict[str, torch.Tensor]:
+        """Every site's scale, computed once (unexpanded for shared scales): the lean ELBO
+        computes them once per step and shares them between the layers and the KL."""
+        return {full: self.scale_of(full, expand=False) for _, _, full in self._sites}
 
     def site_params(self, site: str) -> SiteParams:
         return SiteParams(site, self.loc_of(site), self.scale_of(site))
@@ -121,14 +128,21 @@ class MeanFieldGuide(nn.Module):
         return samples
 
     # ------------------------------------------------------------------- KL
-    def kl_divergence(self, model: BayesianModel) -> torch.Tensor:
-        """KL(q || p) summed over all Bayesian sites, closed form where the prior has one."""
+    def kl_divergence(self, model: BayesianModel, scales: Optional[dict[str, torch.Tensor]] = None,
+                      layers: Optional[dict[str, BayesLayer]] = None) -> torch.Tensor:
+        """KL(q || p) summed over all Bayesian sites, closed form where the prior has one.
+
+        ``scales`` (from :meth:`scales`) avoids recomputing the softplus of every scale and
+        ``layers`` (``dict(model.bayes_layers())``) walking the module tree every step."""
         total = None
-        for layer_name, layer in model.bayes_layers():
-            for site in layer.sites():
-                full = f"{layer_name}.{site}"
-                term = layer.prior_of(site).kl(self.loc[_key(full)], self.scale_of(full))
-                total = term if total is None else total + term
+        layers = dict(model.bayes_layers()) if layers is None else layers
+        for layer_name, site, full in self._sites:
+            loc = self.loc[_key(full)]
+            scale = scales[full] if scales is not None else self.scale_of(full, expand=False)
+            if scale.shape != loc.shape:
+                scale = scale.expand_as(loc)
+            term = layers[layer_name].prior_of(site).kl(loc, scale)
+            total = term if total is None else total + term
         return total
 
     def config(self) -> dict:

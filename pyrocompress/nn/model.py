@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import math
 from typing import Iterable, Optional, Sequence
 
 import torch
@@ -23,7 +24,7 @@ from pyro.nn.module import to_pyro_module_
 from .layers import BayesConv2d, BayesLayer, BayesLinear, bayes_layers
 from .priors import PriorSpec, resolve_prior
 
-__all__ = ["bayesianize", "CategoricalLikelihood", "BayesianModel", "is_bayesian_model"]
+__all__ = ["bayesianize", "CategoricalLikelihood", "GaussianLikelihood", "BayesianModel", "is_bayesian_model"]
 
 _SUPPORTED = (nn.Linear, nn.Conv2d)
 
@@ -122,6 +123,38 @@ class CategoricalLikelihood:
 
     def to_config(self) -> dict:
         return {"name": "categorical", "num_classes": self.num_classes, "dataset_size": self.dataset_size}
+
+
+class GaussianLikelihood:
+    """Gaussian likelihood y ~ N(f(x), noise_scale^2) for regression; owns the data plate.
+
+    ``f(x)`` has shape (B, 1) or (B,); the minibatch log-likelihood is scaled to the data set.
+    """
+
+    num_classes = None
+
+    def __init__(self, noise_scale: float = 1.0, dataset_size: int = 1) -> None:
+        if not noise_scale > 0:
+            raise ValueError(f"noise_scale must be positive, got {noise_scale}")
+        self.noise_scale = float(noise_scale)
+        self.dataset_size = int(dataset_size)
+
+    def scale(self, batch_size: int) -> float:
+        return float(self.dataset_size) / float(batch_size)
+
+    def __call__(self, pred: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        mean = pred.reshape(pred.shape[0])
+        with poutine.scale(scale=self.scale(mean.shape[0])), pyro.plate("data", mean.shape[0], dim=-1):
+            return pyro.sample("obs", dist.Normal(mean, self.noise_scale), obs=y)
+
+    def nll(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        mean = pred.reshape(pred.shape[0])
+        var = self.noise_scale ** 2
+        per = 0.5 * (y - mean) ** 2 / var + 0.5 * math.log(2 * math.pi * var)
+        return per.sum() * self.scale(mean.shape[0])
+
+    def to_config(self) -> dict:
+        return {"name": "gaussian", "noise_scale": self.noise_scale, "dataset_size": self.dataset_size}
 
 
 class BayesianModel(nn.Module):

@@ -1,0 +1,279 @@
+"""Pruning policy: which weights or units to delete, from importance scores.
+
+A :class:`PrunePolicy` turns scores (any registered score of
+:mod:`pyrocompress.diagnostics.scores`; all are importances, higher = keep) into
+:class:`~pyrocompress.prune.masks.Masks`.
+
+* ``structure``: ``"weight"`` (single weights, unstructured), ``"neuron"`` (output
+  neurons of hidden Linear layers), ``"kernel"`` (kernels = output channels of Conv2d
+  layers) or ``"unit"`` (neurons and kernels).
+* ranking: global over all candidate layers (default) or ``per_layer``.
+* selection, exactly one of: ``sparsity`` in [0, 1) (the fraction of candidate weights,
+  or of candidate units for structured pruning, to delete); ``threshold`` (delete what
+  scores strictly below it, e.g. SNR < 1, kernel norm < 1e-2; for ``hdi`` a threshold of
+  0 deletes weights whose interval contains zero); ``auto_threshold`` (per layer, see
+  below).
+* safety: the output layer (the last Linear/Conv2d) is never a candidate for structured
+  deletion, and under unstructured pruning keeps at least one weight per output unit;
+  every layer keeps at least one unit (and one weight): when a selection would empty
+  a layer, its best-scoring unit (weight) is kept and a ``UserWarning`` says so (it
+  never refuses). ``ignored_layers`` are left untouched.
+
+**Automatic threshold** (:func:`auto_threshold`), the posterior's answer to "which
+threshold per layer": the scores of a layer are put on a log10 scale (a score <= 0 is
+redundant outright, e.g. an HDI that contains zero), sorted, and the largest gap between
+neighbours is found. If that gap is at least ``min_gap`` decades (default 1, a factor of
+10), the layer's scores are bimodal: a near-zero mode of redundant weights/units and the
+rest; the threshold is the geometric midpoint of the gap and everything below it is
+deleted. Otherwise the layer has nothing redundant and keeps everything (this is what
+stops iterative self-compression).
+
+Public API: ``PrunePolicy`` (``.masks(model, guide)``, ``.scores(model, guide)``,
+``.select(scores, shapes, output_layer)``), ``auto_threshold``, ``STRUCTURES``,
+``candidate_layers``, ``output_layer``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..diagnostics.scores import get_score, group_scores, weight_scores
+from ..nn.model import BayesianModel
+from .masks import Masks, layer_shapes
+
+__all__ = ["PrunePolicy", "auto_threshold", "STRUCTURES", "candidate_layers", "output_layer", "check_sparsity",
+           "resolve_structure"]
+
+STRUCTURES = ("weight", "neuron", "kernel", "unit")
+_ALIASES = {"unstructured": "weight", "weights": "weight", "neurons": "neuron", "kernels": "kernel",
+            "channel": "kernel", "channels": "kernel", "filter": "kernel", "group": "unit", "groups": "unit",
+            "units": "unit"}
+
+
+def resolve_structure(structure: str) -> str:
+    key = str(structure).lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in STRUCTURES:
+        raise ValueError(f"unknown structure {structure!r}; valid structures: {list(STRUCTURES)}")
+    return key
+
+
+def check_sparsity(sparsity: Any) -> float:
+    """Validate a target sparsity: a number in [0, 1)."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity) \
+            or not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be a number in [0, 1) (the fraction deleted; 1 would delete everything), "
+                         f"got {sparsity!r}")
+    return float(sparsity)
+
+
+def output_layer(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """The last Linear / Conv2d layer (forward order): the network's output layer."""
+    if not shapes:
+        raise ValueError("the network has no Linear or Conv2d layer")
+    return list(shapes)[-1]
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def candidate_layers(shapes: Mapping[str, tuple[int, ...]], structure: str, output: str,
+                     ignored_layers: Sequence[str] = ()) -> list[str]:
+    """Layers a policy may prune, in order: by structure, minus ignored (and minus the output
+    layer for structured deletion)."""
+    structure = resolve_structure(structure)
+    for pattern in ignored_layers:
+        if not any(_matches(n, [pattern]) for n in shapes):
+            raise ValueError(f"ignored layer {pattern!r} matches no layer; layers: {list(shapes)}")
+    out = []
+    for name, shape in shapes.items():
+        if _matches(name, ignored_layers):
+            continue
+        conv = len(shape) == 4
+        if structure == "weight":
+            out.append(name)
+        elif name == output:
+            continue
+        elif structure == "neuron" and not conv:
+            out.append(name)
+        elif structure == "kernel" and conv:
+            out.append(name)
+        elif structure == "unit":
+            out.append(name)
+    return out
+
+
+def auto_threshold(scores: torch.Tensor, min_gap: float = 1.0) -> Optional[float]:
+    """Threshold at the largest gap (>= ``min_gap`` decades) of the log10 scores, or None.
+
+    Scores <= 0 are redundant outright: if some are <= 0 and the positive ones show no
+    gap, the threshold is the smallest positive score (deleting just the non-positive
+    ones). Returns None when nothing is redundant.
+    """
+    values = scores.detach().double().flatten().cpu()
+    positive = values[values > 0]
+    has_nonpositive = bool((values <= 0).any())
+    if positive.numel() >= 2:
+        logs = torch.sort(positive.log10()).values
+        gaps = logs[1:] - logs[:-1]
+        i = int(torch.argmax(gaps))
+        if float(gaps[i]) >= min_gap:
+            return float(10 ** (0.5 * (logs[i] + logs[i + 1])))
+    if has_nonpositive and positive.numel() > 0:
+        return float(positive.min())
+    return None
+
+
+@dataclass
+class PrunePolicy:
+    """What to delete: a score, a structure, a ranking scope and a selection rule.
+
+    ``score=None`` is allowed for callers that pass their own scores to :meth:`select`
+    (deterministic baselines); ``reduction`` overrides the score's default group
+    reduction; ``score_options`` go to the score (e.g. ``{"delta": 0.01}``).
+    """
+
+    score: Optional[str] = "snr"
+    structure: str = "weight"
+    sparsity: Optional[float] = None
+    threshold: Optional[float] = None
+    auto: bool = False
+    per_layer: bool = False
+    ignored_layers: Sequence[str] = ()
+    reduction: Optional[str] = None
+    min_gap: float = 1.0
+    score_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.score is not None:
+            self.score = get_score(self.score).name
+        self.structure = resolve_structure(self.structure)
+        chosen = [self.sparsity is not None, self.threshold is not None, bool(self.auto)]
+        if sum(chosen) != 1:
+            raise ValueError("give exactly one selection rule: sparsity=, threshold= or auto=True "
+                             f"(got sparsity={self.sparsity}, threshold={self.threshold}, auto={self.auto})")
+        if self.sparsity is not None:
+            self.sparsity = check_sparsity(self.sparsity)
+        if self.threshold is not None and not (isinstance(self.threshold, (int, float))
+                                               and math.isfinite(self.threshold)):
+            raise ValueError(f"threshold must be a finite number, got {self.threshold!r}")
+        if not (self.min_gap > 0):
+            raise ValueError(f"min_gap must be positive (decades), got {self.min_gap}")
+        if isinstance(self.ignored_layers, str):
+            self.ignored_layers = (self.ignored_layers,)
+        self.ignored_layers = tuple(self.ignored_layers)
+
+    @property
+    def structured(self) -> bool:
+        return self.structure != "weight"
+
+    # -------------------------------------------------------------- scores
+    def scores(self, model: BayesianModel, guide: Any) -> dict[str, torch.Tensor]:
+        """Per-weight (unstructured) or per-unit (structured) importances of the model's Bayesian layers."""
+        if not isinstance(model, BayesianModel):
+            raise TypeError(f"scores come from a BayesianModel and its guide, got {type(model).__name__}; "
+                            "for a plain network compute scores yourself and call select()")
+        if self.score is None:
+            raise ValueError("this policy has no score; give score= (valid: see pyrocompress.diagnostics.scores)")
+        if self.structured:
+            return group_scores(model, guide, self.score, reduction=self.reduction, **self.score_options)
+        return weight_scores(model, guide, self.score, **self.score_options)
+
+    def masks(self, model: BayesianModel, guide: Any) -> Masks:
+        """Masks selected from the posterior of ``model`` under ``guide``."""
+        if hasattr(guide, "check_belongs_to"):
+            guide.check_belongs_to(model)
+        shapes = layer_shapes(model)
+        return self.select(self.scores(model, guide), shapes, output_layer(shapes))
+
+    # ----------------------------------------------------------- selection
+    def select(self, scores: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]],
+               output: Optional[str] = None) -> Masks:
+        """Masks from scores: ``{layer: weight-shaped}`` (unstructured) or ``{layer: (out,)}`` (structured).
+
+        ``shapes`` are all layers' weight shapes (forward order; see ``layer_shapes``);
+        layers without scores (e.g. deterministic layers of a Bayesian model) are kept.
+        """
+        shapes = dict(shapes)
+        output = output or output_layer(shapes)
+        layers = [n for n in candidate_layers(shapes, self.structure, output, self.ignored_layers) if n in scores]
+        if not layers:
+            raise ValueError(f"no layer to prune with structure {self.structure!r}: candidates are "
+                             f"{'Conv2d layers' if self.structure == 'kernel' else 'hidden Linear layers' if self.structure == 'neuron' else 'hidden layers'}"
+                             f" with scores, not the output layer {output!r} or ignored layers; layers: {list(shapes)}")
+        values = {}
+        for n in layers:
+            s = scores[n].detach().float().cpu()
+            expected = (shapes[n][0],) if self.structured else tuple(shapes[n])
+            if tuple(s.shape) != expected:
+                raise ValueError(f"scores of {n!r} have shape {tuple(s.shape)}, expected {expected} "
+                                 f"for structure {self.structure!r}")
+            if torch.isnan(s).any():
+                raise ValueError(f"scores of {n!r} contain NaN")
+            values[n] = s
+        keep = self._keep(values)
+        keep = self._safeguard(keep, values, output)
+        if self.structured:
+            return Masks.from_units(keep, {n: shapes[n] for n in keep})
+        return Masks(keep)
+
+    def _keep(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.auto:
+            keep = {}
+            for n, v in values.items():
+                t = auto_threshold(v, self.min_gap)
+                keep[n] = torch.ones_like(v, dtype=torch.bool) if t is None else v >= t
+            return keep
+        if self.threshold is not None:
+            return {n: v >= self.threshold for n, v in values.items()}
+        if self.per_layer:
+            return {n: _keep_top(v, self.sparsity) for n, v in values.items()}
+        flat = torch.cat([v.flatten() for v in values.values()])
+        kept = _keep_top(flat, self.sparsity)
+        keep, start = {}, 0
+        for n, v in values.items():
+            keep[n] = kept[start:start + v.numel()].reshape(v.shape)
+            start += v.numel()
+        return keep
+
+    def _safeguard(self, keep: dict[str, torch.Tensor], values: dict[str, torch.Tensor],
+                   output: str) -> dict[str, torch.Tensor]:
+        emptied = []
+        for n, k in keep.items():
+            v = values[n]
+            if not bool(k.any()):
+                emptied.append(n)
+                k = k.clone()
+                k.view(-1)[int(torch.argmax(v.flatten()))] = True
+            if not self.structured and n == output:
+                rows = k.reshape(k.shape[0], -1)
+                dead = ~rows.any(dim=1)
+                if bool(dead.any()):
+                    rows = rows.clone()
+                    best = v.reshape(v.shape[0], -1).argmax(dim=1)
+                    rows[dead, best[dead]] = True
+                    k = rows.reshape(k.shape)
+            keep[n] = k
+        if emptied:
+            what = "unit" if self.structured else "weight"
+            warnings.warn(f"the selection would have emptied layer(s) {emptied}: each keeps its best-scoring {what}",
+                          UserWarning, stacklevel=3)
+        return keep
+
+
+def _keep_top(values: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep all but the ``round(sparsity * n)`` lowest values (stable: ties keep the earlier)."""
+    flat = values.flatten()
+    n_prune = int(round(sparsity * flat.numel()))
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    if n_prune > 0:
+        order = torch.sort(flat, stable=True).indices
+        keep[order[:n_prune]] = False
+    return keep.reshape(values.shape)

@@ -1,0 +1,517 @@
+"""Study configuration: a TOML file (or the embedded default) parsed into a validated :class:`StudyConfig`.
+
+A study crosses data sets x models x seeds x methods x operating points. Every
+(data set, model, seed) is trained once as a Bayesian network (SVI) and once as its
+deterministic twin (same initial weights, optimiser, epochs and data order); each method
+then prunes one of the two at each operating point of the grid. Layout::
+
+    [study]                      # name, seeds, device, eval settings
+    name = "my-study"
+    seeds = [0, 1, 2]
+
+    [[datasets]]                 # one table per data set
+    name = "digits"              # digits | fashion-mnist | mnist
+    ood = "rot90"                # OOD set for the AUROC: rot90 | noise | mnist | fashion-mnist | none
+
+    [[models]]                   # one table per zoo model
+    name = "mlp"
+    options = { hidden = [100, 50] }
+
+    [train]                      # shared by the Bayesian network and its deterministic twin
+    epochs = 20
+
+    [bayesian]                   # Bayesian-only training options
+    prior = "normal:0.1"
+
+    [grid]                       # operating points: compression ratios (or sparsity = [...])
+    compression = [2, 4, 8, 16]
+
+    [[methods]]                  # one table per method; family picks the algorithm
+    name = "bnn-snr"
+    family = "bayes"
+    score = "snr"
+
+Errors name the key and, where it can be found, the line of the file.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = [
+    "StudyConfigError",
+    "StudyConfig",
+    "DatasetSpec",
+    "ModelSpec",
+    "MethodSpec",
+    "OperatingPoint",
+    "load_config",
+    "parse_config",
+    "default_config_text",
+    "OOD_SETS",
+    "DENSE_METHODS",
+]
+
+#: out-of-distribution sets: transformations of the test set, or another data set
+OOD_SETS = ("rot90", "noise", "mnist", "fashion-mnist", "none", "auto")
+#: the reference trials every study has: each trained network, unpruned
+DENSE_METHODS = {"dense-bayesian": "bayesian", "dense-deterministic": "deterministic"}
+
+_TRAIN_SHARED = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "patience", "val_fraction", "limit")
+_TRAIN_BAYES = ("prior", "guide", "init_scale", "estimator", "kl_weight", "kl_anneal_epochs", "particles",
+                "eval_samples")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class StudyConfigError(ValueError):
+    """The study configuration is invalid; the message names the key (and line) to fix."""
+
+
+# ------------------------------------------------------------------ locating
+def _line_of(text: Optional[str], path: tuple) -> Optional[int]:
+    """Best-effort line number (1-based) of ``path`` in TOML text.
+
+    ``path`` is (table,), (table, key), (array_table, index) or (array_table, index, key).
+    """
+    if not text or not path:
+        return None
+    header = path[0]
+    index = path[1] if len(path) > 1 and isinstance(path[1], int) else None
+    rest = path[2:] if index is not None else path[1:]
+    key = rest[0] if rest and isinstance(rest[0], str) else None
+    counts: dict[str, int] = {}
+    inside = False
+    header_line = None
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        m = re.match(r"^\[\[\s*([^\]]+?)\s*\]\]$", line) or re.match(r"^\[\s*([^\]]+?)\s*\]$", line)
+        if m:
+            name = m.group(1)
+            counts[name] = counts.get(name, -1) + 1
+            inside = name == header and (index is None or counts[name] == index)
+            if inside and header_line is None:
+                header_line = lineno
+                if key is None:
+                    return lineno
+            elif key is not None and inside is False and name == f"{header}.{key}" and \
+                    (index is None or counts.get(header, -1) == index):
+                return lineno
+            continue
+        if inside and key is not None and re.match(rf'^"?{re.escape(key)}"?\s*=', line):
+            return lineno
+    return header_line
+
+
+def _where(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Checker:
+    """Collects the context (file name, text) for error messages."""
+
+    def __init__(self, text: Optional[str], source: str) -> None:
+        self.text = text
+        self.source = source
+
+    def error(self, path: tuple, message: str) -> StudyConfigError:
+        line = _line_of(self.text, path)
+        at = f" (line {line})" if line else ""
+        return StudyConfigError(f"{self.source}: {_where(path)}{at}: {message}")
+
+    def table(self, raw: dict, path: tuple, allowed: tuple[str, ...]) -> dict:
+        if not isinstance(raw, dict):
+            raise self.error(path, f"must be a table, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - set(allowed))
+        if unknown:
+            raise self.error(path + (unknown[0],), f"unknown key {unknown[0]!r}; valid keys: {sorted(allowed)}")
+        return raw
+
+    def int_(self, value, path: tuple, minimum: int = 0) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise self.error(path, f"must be an integer >= {minimum}, got {value!r}")
+        return int(value)
+
+    def number(self, value, path: tuple, positive: bool = True) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or \
+                (positive and value <= 0):
+            raise self.error(path, f"must be a {'positive ' if positive else ''}number, got {value!r}")
+        return float(value)
+
+    def choice(self, value, path: tuple, valid) -> str:
+        key = str(value).lower().replace("_", "-") if not isinstance(value, str) else value
+        if value not in valid:
+            raise self.error(path, f"unknown name {value!r}; valid names: {sorted(valid)}")
+        return key
+
+    def name(self, value, path: tuple) -> str:
+        if not isinstance(value, str) or not _NAME_RE.match(value):
+            raise self.error(path, f"must be a name of letters, digits and _ . + - (no spaces, no '/'), "
+                                   f"got {value!r}")
+        return value
+
+
+# -------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One data set of the study and its out-of-distribution set."""
+
+    name: str
+    data_dir: Optional[str] = None
+    limit: Optional[int] = None
+    val_fraction: float = 0.1
+    ood: str = "auto"
+    download: bool = True
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo model with its options and training overrides."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    label: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "options": self.options, "train": self.train, "label": self.label}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A pruning method: a unique name, its family (algorithm) and the family's options."""
+
+    name: str
+    family: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """Which trained network it starts from: ``bayesian`` or ``deterministic``."""
+        from .methods import method_kind
+
+        return method_kind(self)
+
+    @property
+    def uses_grid(self) -> bool:
+        from .methods import FAMILIES
+
+        return FAMILIES[self.family].uses_grid(self.options)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "family": self.family, "options": self.options}
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A target compression ratio (|w| / |w != 0|); sparsity = 1 - 1/compression."""
+
+    compression: float
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - 1.0 / self.compression
+
+    @property
+    def label(self) -> str:
+        c = self.compression
+        return f"{c:g}x"
+
+
+@dataclass
+class StudyConfig:
+    """A validated study: what to train, how to prune it, where to evaluate."""
+
+    name: str
+    datasets: list[DatasetSpec]
+    models: list[ModelSpec]
+    seeds: list[int]
+    methods: list[MethodSpec]
+    grid: list[OperatingPoint]
+    train: dict = field(default_factory=dict)
+    bayesian: dict = field(default_factory=dict)
+    deterministic: dict = field(default_factory=dict)
+    device: str = "cpu"
+    eval_samples: int = 16
+    latency_repeats: int = 10
+    report_point: Optional[float] = None
+    source: str = "<default>"
+
+    # -- identity
+    def to_dict(self) -> dict:
+        """Everything that determines the results (not where or how fast they are computed)."""
+        return {
+            "name": self.name,
+            "datasets": [d.to_dict() for d in self.datasets],
+            "models": [m.to_dict() for m in self.models],
+            "seeds": list(self.seeds),
+            "methods": [m.to_dict() for m in self.methods],
+            "grid": [p.compression for p in self.grid],
+            "train": self.train,
+            "bayesian": self.bayesian,
+            "deterministic": self.deterministic,
+            "device": self.device,
+            "eval_samples": self.eval_samples,
+            "latency_repeats": self.latency_repeats,
+        }
+
+    def config_hash(self) -> str:
+        """SHA-256 (first 16 hex digits) of :meth:`to_dict` as canonical JSON."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def all_methods(self) -> list[MethodSpec]:
+        """The dense references first, then the configured methods."""
+        dense = [MethodSpec(name, "dense", {"on": kind}) for name, kind in DENSE_METHODS.items()]
+        return dense + list(self.methods)
+
+    def points_of(self, method: MethodSpec) -> list[Optional[OperatingPoint]]:
+        """Operating points a method is run at: the grid, or one point (None) for dense / automatic ones."""
+        return list(self.grid) if method.uses_grid else [None]
+
+    def train_config(self, dataset: DatasetSpec, model: ModelSpec, seed: int, kind: str) -> dict:
+        """The :class:`pyrocompress.training.TrainConfig` values of one trained network."""
+        values: dict[str, Any] = {"dataset": dataset.name, "data_dir": dataset.data_dir, "limit": dataset.limit,
+                                  "val_fraction": dataset.val_fraction, "model": model.name,
+                                  "model_options": dict(model.options), "seed": int(seed),
+                                  "device": self.device, "deterministic": kind == "deterministic",
+                                  "eval_samples": self.eval_samples}
+        values.update(self.train)
+        if kind == "bayesian":
+            values.update(self.bayesian)
+        else:
+            values.update({k: v for k, v in self.deterministic.items()})
+        values.update({k: v for k, v in model.train.items()
+                       if kind == "bayesian" or k not in _TRAIN_BAYES})
+        if kind == "deterministic":
+            for k in _TRAIN_BAYES:
+                if k != "eval_samples":
+                    values.pop(k, None)
+        return values
+
+
+# ------------------------------------------------------------------ parsing
+def default_config_text() -> str:
+    """The TOML text of the embedded default study (``pyrocompress study`` with no file)."""
+    return resources.files("pyrocompress.study").joinpath("default.toml").read_text()
+
+
+def load_config(path: Optional[str | Path] = None) -> StudyConfig:
+    """Read and validate a study TOML file; ``None`` gives the embedded default."""
+    if path is None:
+        return parse_config(default_config_text(), source="<embedded default>")
+    path = Path(path)
+    if not path.is_file():
+        raise StudyConfigError(f"study configuration {path} does not exist; give a TOML file "
+                               f"(see experiments/*.toml) or run `pyrocompress study` for the default")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise StudyConfigError(f"{path}: not a UTF-8 text file ({exc})") from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "<string>") -> StudyConfig:
+    """Parse and validate study TOML text."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyConfigError(f"{source}: invalid TOML: {exc}") from None
+    return _validate(raw, _Checker(text, source))
+
+
+def _validate(raw: dict, c: _Checker) -> StudyConfig:
+    from ..data import DATASETS
+    from ..nn.zoo import MODELS
+    from .methods import FAMILIES, validate_method
+
+    c.table(raw, (), ("study", "datasets", "models", "train", "bayesian", "deterministic", "grid", "methods"))
+    study = c.table(raw.get("study", {}), ("study",),
+                    ("name", "seeds", "device", "eval_samples", "latency_repeats", "report_point"))
+    name = c.name(study.get("name", "study"), ("study", "name"))
+    seeds = study.get("seeds", [0, 1, 2])
+    if not isinstance(seeds, list) or not seeds:
+        raise c.error(("study", "seeds"), f"must be a non-empty list of integers, got {seeds!r}")
+    seeds = [c.int_(s, ("study", "seeds")) for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise c.error(("study", "seeds"), f"seeds must be distinct, got {seeds}")
+    device = study.get("device", "cpu")
+    if not isinstance(device, str) or not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", device):
+        raise c.error(("study", "device"), f"must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    eval_samples = c.int_(study.get("eval_samples", 16), ("study", "eval_samples"), 1)
+    latency_repeats = c.int_(study.get("latency_repeats", 10), ("study", "latency_repeats"), 0)
+    report_point = study.get("report_point")
+    if report_point is not None:
+        report_point = c.number(report_point, ("study", "report_point"))
+
+    # data sets
+    datasets_raw = raw.get("datasets")
+    if not isinstance(datasets_raw, list) or not datasets_raw:
+        raise c.error(("datasets",), "the study needs at least one [[datasets]] table with a name, "
+                                     f"one of {list(DATASETS)}")
+    datasets = []
+    for i, d in enumerate(datasets_raw):
+        c.table(d, ("datasets", i), ("name", "data_dir", "limit", "val_fraction", "ood", "download"))
+        if "name" not in d:
+            raise c.error(("datasets", i), f"needs a name, one of {list(DATASETS)}")
+        dname = str(d["name"]).lower().replace("_", "-")
+        dname = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(dname, dname)
+        if dname not in DATASETS:
+            raise c.error(("datasets", i, "name"), f"unknown data set {d['name']!r}; valid data sets: {list(DATASETS)}")
+        limit = d.get("limit")
+        if limit is not None:
+            limit = c.int_(limit, ("datasets", i, "limit"), 1)
+        vf = d.get("val_fraction", 0.1)
+        if not isinstance(vf, (int, float)) or not 0 <= vf < 1:
+            raise c.error(("datasets", i, "val_fraction"), f"must lie in [0, 1), got {vf!r}")
+        ood = str(d.get("ood", "auto")).lower()
+        if ood not in OOD_SETS:
+            raise c.error(("datasets", i, "ood"), f"unknown OOD set {d['ood']!r}; valid: {list(OOD_SETS)}")
+        if ood == dname:
+            raise c.error(("datasets", i, "ood"), "the OOD set must differ from the data set")
+        data_dir = d.get("data_dir")
+        if data_dir is not None and not isinstance(data_dir, str):
+            raise c.error(("datasets", i, "data_dir"), "must be a path string")
+        download = d.get("download", True)
+        if not isinstance(download, bool):
+            raise c.error(("datasets", i, "download"), "must be true or false")
+        datasets.append(DatasetSpec(dname, data_dir, limit, float(vf), ood, download))
+    if len({d.name for d in datasets}) != len(datasets):
+        raise c.error(("datasets",), "each data set may appear once")
+
+    # models
+    models_raw = raw.get("models")
+    if not isinstance(models_raw, list) or not models_raw:
+        raise c.error(("models",), f"the study needs at least one [[models]] table; valid models: {sorted(MODELS)}")
+    models = []
+    for i, m in enumerate(models_raw):
+        c.table(m, ("models", i), ("name", "options", "train", "label"))
+        mname = str(m.get("name", "")).lower().replace("-", "_")
+        mname = {"lenet300": "mlp", "lenet_300_100": "mlp", "lenet": "lenet5"}.get(mname, mname)
+        if mname not in MODELS:
+            raise c.error(("models", i, "name"), f"unknown model {m.get('name')!r}; valid models: {sorted(MODELS)}")
+        options = m.get("options", {})
+        if not isinstance(options, dict):
+            raise c.error(("models", i, "options"), "must be a table of model options")
+        train_over = c.table(m.get("train", {}), ("models", i, "train"), _TRAIN_SHARED + _TRAIN_BAYES)
+        label = c.name(m.get("label", mname), ("models", i, "label"))
+        models.append(ModelSpec(mname, dict(options), dict(train_over), label))
+    if len({m.label for m in models}) != len(models):
+        raise c.error(("models",), "two models have the same label; give each [[models]] a distinct label")
+
+    # training
+    train = dict(c.table(raw.get("train", {}), ("train",), _TRAIN_SHARED))
+    bayesian = dict(c.table(raw.get("bayesian", {}), ("bayesian",), _TRAIN_BAYES))
+    deterministic = dict(c.table(raw.get("deterministic", {}), ("deterministic",), _TRAIN_SHARED))
+    for section, values in (("train", train), ("bayesian", bayesian), ("deterministic", deterministic)):
+        for key in ("epochs", "batch_size", "particles", "eval_samples"):
+            if key in values:
+                c.int_(values[key], (section, key), 1)
+        for key in ("lr", "init_scale", "kl_weight"):
+            if key in values:
+                c.number(values[key], (section, key))
+    _check_bayesian(bayesian, c)
+
+    # grid
+    grid_raw = c.table(raw.get("grid", {}), ("grid",), ("compression", "sparsity"))
+    if "compression" in grid_raw and "sparsity" in grid_raw:
+        raise c.error(("grid",), "give either compression = [...] or sparsity = [...], not both")
+    if "sparsity" in grid_raw:
+        values = grid_raw["sparsity"]
+        if not isinstance(values, list):
+            raise c.error(("grid", "sparsity"), "must be a list of sparsities in (0, 1)")
+        points = []
+        for v in values:
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1:
+                raise c.error(("grid", "sparsity"), f"sparsities must lie in (0, 1), got {v!r}")
+            points.append(OperatingPoint(round(1.0 / (1.0 - float(v)), 6)))
+    else:
+        values = grid_raw.get("compression", [2, 4, 8, 16, 32])
+        if not isinstance(values, list):
+            raise c.error(("grid", "compression"), "must be a list of compression ratios > 1")
+        points = []
+        for v in values:
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 1 or not math.isfinite(v):
+                raise c.error(("grid", "compression"), f"compression ratios must be finite and > 1, got {v!r}")
+            points.append(OperatingPoint(float(v)))
+    if not points:
+        key = "sparsity" if "sparsity" in grid_raw else "compression"
+        raise c.error(("grid", key), "the operating-point grid is empty; give at least one point, "
+                                     "e.g. compression = [2, 4, 8, 16, 32]")
+    if len({p.compression for p in points}) != len(points):
+        raise c.error(("grid",), "operating points must be distinct")
+    points.sort(key=lambda p: p.compression)
+
+    # methods
+    methods_raw = raw.get("methods")
+    if not isinstance(methods_raw, list) or not methods_raw:
+        raise c.error(("methods",), f"the study needs at least one [[methods]] table; families: {sorted(FAMILIES)}")
+    methods = []
+    for i, m in enumerate(methods_raw):
+        if not isinstance(m, dict):
+            raise c.error(("methods", i), "must be a table")
+        if "family" not in m:
+            raise c.error(("methods", i), f"needs a family, one of {sorted(FAMILIES)}")
+        family = m["family"]
+        if family not in FAMILIES or family == "dense":
+            raise c.error(("methods", i, "family"),
+                          f"unknown method family {family!r}; valid families: {sorted(set(FAMILIES) - {'dense'})}")
+        mname = c.name(m.get("name", family), ("methods", i, "name"))
+        if mname in DENSE_METHODS:
+            raise c.error(("methods", i, "name"), f"{mname!r} is reserved for the dense reference")
+        options = {k: v for k, v in m.items() if k not in ("name", "family")}
+        try:
+            options = validate_method(family, options)
+        except ValueError as exc:
+            bad = getattr(exc, "key", None)
+            raise c.error(("methods", i) + ((bad,) if bad else ()), str(exc)) from None
+        methods.append(MethodSpec(mname, family, options))
+    names = [m.name for m in methods]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise c.error(("methods",), f"method names must be unique; repeated: {dup}")
+    if not any(m.uses_grid for m in methods):
+        pass  # a study of automatic methods only is allowed; the grid then labels nothing
+
+    return StudyConfig(name=name, datasets=datasets, models=models, seeds=seeds, methods=methods, grid=points,
+                       train=train, bayesian=bayesian, deterministic=deterministic, device=device,
+                       eval_samples=eval_samples, latency_repeats=latency_repeats, report_point=report_point,
+                       source=c.source)
+
+
+def _check_bayesian(values: dict, c: _Checker) -> None:
+    from ..infer.estimators import ESTIMATORS
+    from ..infer.guides import GUIDES
+    from ..nn.priors import PRIORS, make_prior
+
+    if "prior" in values and not isinstance(values["prior"], dict):
+        try:
+            make_prior(values["prior"])
+        except (ValueError, TypeError) as exc:
+            raise c.error(("bayesian", "prior"), f"{exc} (valid priors: {sorted(PRIORS)})") from None
+    if "guide" in values and values["guide"] not in GUIDES:
+        raise c.error(("bayesian", "guide"), f"unknown guide {values['guide']!r}; valid guides: {list(GUIDES)}")
+    valid_est = sorted(set(ESTIMATORS) | {"moment_propagation"})
+    if "estimator" in values and values["estimator"] not in valid_est:
+        raise c.error(("bayesian", "estimator"), f"unknown estimator {values['estimator']!r}; valid: {valid_est}")
+
+
+def copy_config(cfg: StudyConfig, **changes) -> StudyConfig:
+    """A copy of ``cfg`` with some fields replaced (tests and the CLI use it)."""
+    new = copy.deepcopy(cfg)
+    for k, v in changes.items():
+        setattr(new, k, v)
+    return new

@@ -1,0 +1,52 @@
+"""Run directories and checkpoints: exact round trips, safe loading, clear errors."""
+import json
+
+import pytest
+import torch
+
+import pyrocompress as pc
+from pyrocompress.metrics import predictive_probs
+from pyrocompress.runs import RunError, load_checkpoint, load_run, save_run
+from pyrocompress.training import TrainConfig, train
+
+
+def test_checkpoint_round_trip_reproduces_predictions_exactly(digits, tmp_path):
+    run = train(TrainConfig(model="lenet5", epochs=1, prior={"conv*": "normal:0.5", "default": "group_ard"}),
+                data=digits, out=tmp_path / "run")
+    loaded = load_run(tmp_path / "run")
+    assert loaded.is_bayesian
+    x = digits.test.x[:50]
+    torch.manual_seed(5)
+    a = predictive_probs(run.model, run.guide, x, num_samples=4)
+    torch.manual_seed(5)
+    b = predictive_probs(loaded.model, loaded.guide, x, num_samples=4)
+    assert torch.equal(a, b)
+    assert loaded.model.net.fc1.prior.name == "group_ard" and loaded.model.net.conv1.prior.scale == 0.5
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"accuracy", "nll", "ece", "brier", "params", "seconds", "epochs"} <= set(metrics)
+
+
+def test_deterministic_run_round_trip(digits, tmp_path):
+    run = train(TrainConfig(model="kernelnet", epochs=1, deterministic=True), data=digits, out=tmp_path / "det")
+    loaded = load_run(tmp_path / "det")
+    assert not loaded.is_bayesian
+    x = digits.test.x[:20]
+    assert torch.equal(run.net(x), loaded.net(x))
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(digits, tmp_path):
+    train(TrainConfig(model="mlp", model_options={"hidden": [8]}, epochs=1), data=digits, out=tmp_path / "a")
+    ckpt = tmp_path / "a" / "checkpoint.safetensors"
+    raw = ckpt.read_bytes()
+    (tmp_path / "bad.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(RunError, match="corrupt"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+    # a checkpoint of another model: config says 8 hidden units, tensors have 9
+    train(TrainConfig(model="mlp", model_options={"hidden": [9]}, epochs=1), data=digits, out=tmp_path / "b")
+    (tmp_path / "a" / "checkpoint.safetensors").write_bytes((tmp_path / "b" / "checkpoint.safetensors").read_bytes())
+    with pytest.raises(RunError, match="another model"):
+        load_run(tmp_path / "a")
+    with pytest.raises(RunError, match="not a pyrocompress run"):
+        load_run(tmp_path)
+    with pytest.raises(ValueError):
+        save_run(tmp_path / "c", {})
