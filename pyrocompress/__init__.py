@@ -3,10 +3,12 @@ from .data import DataBundle, from_arrays, load_dataset
 from .infer import MeanFieldGuide, fit, fit_deterministic, make_guide
 from .metrics import evaluate, parameter_counts
 from .nn import BayesianModel, bayesianize, build_model
+from .prune.export import load_compressed
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DataBundle", "from_arrays", "load_dataset", "MeanFieldGuide", "fit", "fit_deterministic", "make_guide",
-    "evaluate", "parameter_counts", "BayesianModel", "bayesianize", "build_model", "__version__",
+    "evaluate", "parameter_counts", "BayesianModel", "bayesianize", "build_model", "load_compressed",
+    "__version__",
 ]

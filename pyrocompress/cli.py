@@ -19,6 +19,8 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES", "parse_options", "UserErro
 COMMAND_MODULES: list[str] = [
     "pyrocompress.cli",
     "pyrocompress.diagnostics.cli",
+    "pyrocompress.prune.cli",
+    "pyrocompress.study.cli",
 ]
 
 

@@ -71,8 +71,8 @@ class PosteriorView:
             loc, scale = self.moments[site]
             loc, scale = loc.detach().cpu(), scale.detach().cpu()
             for c in self._chunks(site, draws):
-                eps = torch.randn((c,) + tuple(loc.shape), generator=generator, dtype=loc.dtype)
-                yield loc + scale * eps
+                w = torch.randn((c,) + tuple(loc.shape), generator=generator, dtype=loc.dtype)
+                yield w.mul_(scale).add_(loc)
             return
         stored = self.site_draws[site]
         if draws > stored.shape[0]:
@@ -98,9 +98,9 @@ class PosteriorView:
             site = f"{name}.weight"
             out_norms, in_norms = [], []
             for w in self.iter_draws(site, draws, generator):
-                sq = w.square()
+                sq = w.square_() if self.closed_form else w.square()
                 out_norms.append(sq.flatten(2).sum(2).sqrt())
-                in_norms.append(sq.transpose(1, 2).flatten(2).sum(2).sqrt())
+                in_norms.append(sq.sum(1).flatten(2).sum(2).sqrt() if sq.dim() > 3 else sq.sum(1).sqrt())
             out[name] = (torch.cat(out_norms), torch.cat(in_norms))
         return out
 

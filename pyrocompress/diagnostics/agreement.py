@@ -56,10 +56,10 @@ def run_agreement(scores: Sequence[xr.Dataset] | xr.Dataset, threshold: Optional
     per run, or one Dataset already stacked on a ``run`` dim (:func:`combine_runs`).
     Redundant set of a run: groups with score < ``threshold`` if given, else the
     ``bottom_k`` lowest (default ``ceil(bottom_fraction * groups)``).
-    For each variable ``v`` the result has ``v/rank_corr`` (run, run_b), ``v/rank_corr_mean``,
-    ``v/jaccard`` (run, run_b), ``v/jaccard_mean``, ``v/redundant_count`` (run),
-    ``v/between_run_mean`` and ``v/between_run_sd`` (per group), and
-    ``v/sorted_between_run_sd`` (spread of the k-th smallest score, permutation-invariant).
+    For each variable ``v`` the result has ``v.rank_corr`` (run, run_b), ``v.rank_corr_mean``,
+    ``v.jaccard`` (run, run_b), ``v.jaccard_mean``, ``v.redundant_count`` (run),
+    ``v.between_run_mean`` and ``v.between_run_sd`` (per group), and
+    ``v.sorted_between_run_sd`` (spread of the k-th smallest score, permutation-invariant).
     """
     ds = scores if isinstance(scores, xr.Dataset) else combine_runs(list(scores))
     if RUN_DIM not in ds.dims:
@@ -96,17 +96,17 @@ def run_agreement(scores: Sequence[xr.Dataset] | xr.Dataset, threshold: Optional
         upper = np.triu_indices(r, 1)
         pair_dims = (RUN_DIM, f"{RUN_DIM}_b")
         label = {"statistic": "between-run"}
-        out[f"{var}/rank_corr"] = xr.DataArray(corr, dims=pair_dims, attrs={**label, "method": "spearman"})
-        out[f"{var}/rank_corr_mean"] = xr.DataArray(np.nanmean(corr[upper]) if np.isfinite(corr[upper]).any()
+        out[f"{var}.rank_corr"] = xr.DataArray(corr, dims=pair_dims, attrs={**label, "method": "spearman"})
+        out[f"{var}.rank_corr_mean"] = xr.DataArray(np.nanmean(corr[upper]) if np.isfinite(corr[upper]).any()
                                                     else np.nan, attrs=label)
         rule = f"score < {threshold}" if threshold is not None else f"bottom {k} of {n}"
-        out[f"{var}/jaccard"] = xr.DataArray(jac, dims=pair_dims, attrs={**label, "redundant_set": rule})
-        out[f"{var}/jaccard_mean"] = xr.DataArray(float(jac[upper].mean()), attrs={**label, "redundant_set": rule})
-        out[f"{var}/redundant_count"] = xr.DataArray(np.array([len(s) for s in sets]), dims=(RUN_DIM,),
+        out[f"{var}.jaccard"] = xr.DataArray(jac, dims=pair_dims, attrs={**label, "redundant_set": rule})
+        out[f"{var}.jaccard_mean"] = xr.DataArray(float(jac[upper].mean()), attrs={**label, "redundant_set": rule})
+        out[f"{var}.redundant_count"] = xr.DataArray(np.array([len(s) for s in sets]), dims=(RUN_DIM,),
                                                      attrs={**label, "redundant_set": rule})
-        out[f"{var}/between_run_mean"] = xr.DataArray(values.mean(0), dims=(gdim,), attrs=label)
-        out[f"{var}/between_run_sd"] = xr.DataArray(values.std(0, ddof=1), dims=(gdim,), attrs=label)
-        out[f"{var}/sorted_between_run_sd"] = xr.DataArray(np.sort(values, axis=1).std(0, ddof=1),
+        out[f"{var}.between_run_mean"] = xr.DataArray(values.mean(0), dims=(gdim,), attrs=label)
+        out[f"{var}.between_run_sd"] = xr.DataArray(values.std(0, ddof=1), dims=(gdim,), attrs=label)
+        out[f"{var}.sorted_between_run_sd"] = xr.DataArray(np.sort(values, axis=1).std(0, ddof=1),
                                                            dims=(f"{gdim}_rank",), attrs=label)
     result = xr.Dataset(out, coords={RUN_DIM: runs, f"{RUN_DIM}_b": runs})
     result.attrs.update({"statistic": "between-run (independent SVI runs, not chains)",

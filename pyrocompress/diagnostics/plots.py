@@ -30,12 +30,18 @@ FORMATS = ("png", "svg")
 _TINY = 1e-12
 
 
-def _figure(ncols: int, height: float = 3.6, width: float = 4.2):
+def _figure(ncols: int, height: float = 3.6, width: float = 4.2, left: float = 0.7, wspace: float = 0.8):
+    """A figure with one panel per layer and fixed margins in inches (no layout engine: the
+    constrained layout costs more than drawing the figure)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(width * ncols, 5.0), height), layout="constrained")
+    total = max(width * ncols, 5.0)
+    fig = Figure(figsize=(total, height))
     FigureCanvasAgg(fig)
+    panel = (total - left - 0.3 - wspace * (ncols - 1)) / ncols
+    fig.subplots_adjust(left=left / total, right=1 - 0.3 / total, bottom=0.55 / height, top=1 - 0.75 / height,
+                        wspace=wspace / panel)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     return fig, axes
 
@@ -60,7 +66,7 @@ def _forest_rows(n: int, order: np.ndarray, max_groups: int) -> np.ndarray:
 
 def plot_diagnostics(view: PosteriorView, out_dir: str | Path, norm_draws: Optional[xr.Dataset] = None,
                      hdi_prob: float = 0.95, threshold: float = 1e-2, formats: Sequence[str] = FORMATS,
-                     max_groups: int = 40, dpi: int = 110) -> list[Path]:
+                     max_groups: int = 30, dpi: int = 100) -> list[Path]:
     """Write the diagnostic figures of every Bayesian layer into ``out_dir``; returns the paths."""
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -108,8 +114,8 @@ def plot_diagnostics(view: PosteriorView, out_dir: str | Path, norm_draws: Optio
     if norm_draws is not None:
         hdis = _arviz.hdi(norm_draws[[f"{n}.norm" for n, _ in layers]], hdi_prob)
     rows = {n: _forest_rows(len(norms[n]), np.argsort(norms[n], kind="stable"), max_groups) for n, _ in layers}
-    height = max(3.6, 0.18 * max(len(r) for r in rows.values()) + 1.2)
-    fig, axes = _figure(L, height=height)
+    height = max(3.6, 0.16 * max(len(r) for r in rows.values()) + 1.4)
+    fig, axes = _figure(L, height=height, left=0.9, wspace=1.1)
     for ax, (name, layer) in zip(axes, layers):
         idx = rows[name]
         y = np.arange(len(idx))
@@ -127,12 +133,13 @@ def plot_diagnostics(view: PosteriorView, out_dir: str | Path, norm_draws: Optio
         else:
             ax.set_title(f"{name}: all {len(idx)} {'kernels' if layer.kind == 'conv' else 'neurons'}")
         ax.set_xlabel("group norm")
-        ax.legend(loc="lower right", fontsize="small")
-    fig.suptitle("Group norms, ranked (bottom = most redundant)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize="small", ncols=len(labels), frameon=False)
+    fig.suptitle("Group norms, ranked (bottom = most redundant)", x=0.02, ha="left")
     paths += _save(fig, out_dir, "norm_forest", formats, dpi)
 
     # |mu| against sigma
-    fig, axes = _figure(L)
+    fig, axes = _figure(L, width=4.8, wspace=1.4)
     for ax, (name, _) in zip(axes, layers):
         mu, sigma = moments[name]
         lx = np.log10(np.abs(mu).ravel() + _TINY)

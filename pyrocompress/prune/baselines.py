@@ -23,8 +23,11 @@ Rankings use the same convention as :mod:`pyrocompress.diagnostics.scores`: a sc
 magnitude of the posterior mean, so that a study can separate "trained as a BNN" from
 "ranked by the posterior" (:func:`score_target`).
 
-Masks are boolean ``keep`` tensors (True = kept) per layer weight, plus bias masks for
-structured pruning; pruned weights are exactly zero in the returned network.
+Selection goes through prune-core's :class:`~pyrocompress.prune.policy.PrunePolicy` and
+:class:`~pyrocompress.prune.masks.Masks` (bias masks for structured pruning); pruned weights
+are exactly zero in the returned network, which :func:`~pyrocompress.prune.shrink.shrink`
+makes physically smaller. :func:`register_prune_cli` adds the methods to
+``pyrocompress prune --method ...`` (see docs/baselines.md).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
@@ -75,6 +79,7 @@ __all__ = [
     "gradual_magnitude",
     "allocate_budget",
     "to_torch_prune",
+    "register_prune_cli",
 ]
 
 #: baseline methods; ``magnitude`` and ``random`` are one-shot (optionally fine-tuned).
@@ -190,9 +195,10 @@ def _check_choice(value: str, valid: Sequence[str], what: str) -> str:
 def check_method_fits(method: str, bayesian: bool) -> str:
     """Validate a baseline method name for a Bayesian or deterministic run; return it normalised."""
     key = _check_choice(method, list(METHODS), "method")
-    if bayesian and key in RETRAINING_METHODS:
+    if bayesian and key != "magnitude":
+        what = "retrains a deterministic network" if key in RETRAINING_METHODS else "is a deterministic-twin control"
         raise ValueError(
-            f"method {key!r} retrains a deterministic network and does not fit a Bayesian run; on a Bayesian run "
+            f"method {key!r} {what} and does not fit a Bayesian run; on a Bayesian run "
             f"use --method magnitude (the posterior mean |mu|) or a posterior score (--score snr, prob_nonzero, "
             f"hdi, kl, norm), or train the deterministic twin with `pyrocompress train --deterministic`")
     return key
@@ -523,7 +529,7 @@ def _finetune_list(finetune_epochs: Union[int, Sequence[int]], rounds: int) -> l
 
 # ----------------------------------------------------------------- one-shot
 def one_shot(net: nn.Module, sparsity: float, *, score: str = "magnitude", structure: str = "weight",
-             scope: str = "global", seed: int = 0, ignored_layers: Sequence[str] = (),
+             scope: Optional[str] = None, seed: int = 0, ignored_layers: Sequence[str] = (),
              layer_sparsity: Optional[Mapping[str, float]] = None, data: Optional[DataBundle] = None,
              finetune_epochs: int = 0, fit_options: Optional[Mapping[str, Any]] = None,
              base_budget: Optional[Budget] = None, inplace: bool = False) -> BaselineResult:
@@ -532,11 +538,14 @@ def one_shot(net: nn.Module, sparsity: float, *, score: str = "magnitude", struc
     ``structure="weight"`` ranks single weights by |w| (or randomly); ``"neuron"`` /
     ``"kernel"`` / ``"unit"`` rank output neurons of hidden Linear layers / kernels of Conv2d
     layers / both by their ``l2`` (default) or ``l1`` norm, or randomly. The sparsity counts
-    weights, or units for a structured ranking. ``base_budget`` is what the dense network
-    cost; the result's budget adds the fine-tuning to it.
+    weights, or units for a structured ranking. ``scope`` ``"global"`` ranks all candidate
+    layers together, ``"layer"`` each on its own; the default is global for single weights
+    and per layer for units (raw unit norms are not comparable across layers of different
+    fan-in). ``base_budget`` is what the dense network cost; the result's budget adds the
+    fine-tuning to it.
     """
     structure, score = _structure_score(structure, score)
-    scope = _check_choice(scope, SCOPES, "scope")
+    scope = _check_choice(scope or ("global" if structure == "weight" else "layer"), SCOPES, "scope")
     sparsity = check_sparsity(sparsity)
     finetune_epochs = _check_count(finetune_epochs, "finetune_epochs")
     opts = _fit_options(fit_options)
@@ -574,7 +583,7 @@ def random_prune(net: nn.Module, sparsity: float, *, structure: str = "weight", 
 # ----------------------------------------------------------------- IMP (Han et al.)
 def iterative_magnitude(net: nn.Module, data: DataBundle, sparsity: float, *, rounds: int = 5,
                         finetune_epochs: Union[int, Sequence[int]] = 2, score: str = "magnitude",
-                        structure: str = "weight", scope: str = "global", seed: int = 0,
+                        structure: str = "weight", scope: Optional[str] = None, seed: int = 0,
                         ignored_layers: Sequence[str] = (), fit_options: Optional[Mapping[str, Any]] = None,
                         base_budget: Optional[Budget] = None, inplace: bool = False) -> BaselineResult:
     """Iterative magnitude pruning with fine-tuning (Han et al. 2015).
@@ -585,7 +594,7 @@ def iterative_magnitude(net: nn.Module, data: DataBundle, sparsity: float, *, ro
     zero. ``rounds=0`` prunes nothing (and warns).
     """
     structure, score = _structure_score(structure, score)
-    scope = _check_choice(scope, SCOPES, "scope")
+    scope = _check_choice(scope or ("global" if structure == "weight" else "layer"), SCOPES, "scope")
     sparsity = check_sparsity(sparsity)
     rounds = _check_count(rounds, "rounds")
     per_round = _finetune_list(finetune_epochs, rounds)
@@ -755,7 +764,7 @@ def _weight_share(sizes: dict[str, int], s_hidden: float, s_out: float, out_name
 # ----------------------------------------------------------------- gradual (Zhu & Gupta)
 def gradual_magnitude(net: nn.Module, data: DataBundle, sparsity: float, *, epochs: int = 10,
                       initial_sparsity: float = 0.0, begin_epoch: float = 0.0, end_epoch: Optional[float] = None,
-                      pruning_steps: int = 20, scope: str = "global", structure: str = "weight",
+                      pruning_steps: int = 20, scope: Optional[str] = None, structure: str = "weight",
                       score: str = "magnitude", seed: int = 0, ignored_layers: Sequence[str] = (),
                       fit_options: Optional[Mapping[str, Any]] = None, base_budget: Optional[Budget] = None,
                       budget_kind: str = "finetune", inplace: bool = False) -> BaselineResult:
@@ -769,7 +778,7 @@ def gradual_magnitude(net: nn.Module, data: DataBundle, sparsity: float, *, epoc
     schedule that ends after the training warns with the sparsity it reached.
     """
     structure, score = _structure_score(structure, score)
-    scope = _check_choice(scope, SCOPES, "scope")
+    scope = _check_choice(scope or ("global" if structure == "weight" else "layer"), SCOPES, "scope")
     sparsity = check_sparsity(sparsity)
     initial_sparsity = check_sparsity(initial_sparsity)
     epochs = _check_count(epochs, "epochs", 1)
@@ -879,3 +888,186 @@ def to_torch_prune(net: nn.Module, masks: Masks) -> nn.Module:
         if layers[name].bias is not None:
             tprune.custom_from_mask(layers[name], "bias", m.to(layers[name].bias.device))
     return net
+
+
+# ----------------------------------------------------------------- CLI (pyrocompress prune --method ...)
+class _DefaultStr(str):
+    """The parser default of ``--score``: lets the baselines tell it from an explicit ``--score``."""
+
+
+class _DefaultInt(int):
+    """The parser default of ``--finetune-epochs``: lets each method choose its own default."""
+
+
+def _add_cli_arguments(p) -> None:
+    """Baseline arguments of ``pyrocompress prune`` (an ARGUMENT_HOOKS entry of prune.cli)."""
+    g = p.add_argument_group("deterministic baselines (--method magnitude|random|imp|lottery|gradual)")
+    g.add_argument("--scope", default=None, choices=list(SCOPES),
+                   help="rank globally (default) or within each layer (same as --per-layer)")
+    g.add_argument("--rounds", type=int, default=None,
+                   help="imp / lottery: pruning rounds (default imp 5, lottery 5)")
+    g.add_argument("--rewind-epoch", type=int, default=0,
+                   help="lottery: rewind kept weights to the end of this epoch (0: the initial weights)")
+    g.add_argument("--rate", type=float, default=0.2,
+                   help="lottery without --sparsity: fraction of the remaining weights pruned per round "
+                        "(output layer at half rate)")
+    g.add_argument("--train-epochs", type=int, default=None,
+                   help="lottery: epochs of every retraining from the rewind point (default: the run's epochs)")
+    g.add_argument("--budget-epochs", type=int, default=None,
+                   help="total epoch budget, the run's dense training included: the method's fine-tuning / "
+                        "retraining epochs are set so that every method uses the same total")
+    g.add_argument("--pruning-steps", type=int, default=20, help="gradual: number of mask updates")
+    p.set_defaults(score=_DefaultStr(p.get_default("score") or "snr"),
+                   finetune_epochs=_DefaultInt(p.get_default("finetune_epochs") or 0))
+
+
+def _cli_method(method: str) -> Callable:
+    def run_method(run, data, args):
+        return _run_cli(method, run, data, args)
+    run_method.__name__ = f"baseline_{method}"
+    run_method.__doc__ = METHODS[method]
+    return run_method
+
+
+def register_prune_cli(methods: dict, hooks: list) -> None:
+    """Add the baseline methods and their arguments to ``pyrocompress prune`` (idempotent)."""
+    for name in METHODS:
+        methods.setdefault(name, _cli_method(name))
+    if _add_cli_arguments not in hooks:
+        hooks.append(_add_cli_arguments)
+
+
+def _initial_network(run, data) -> nn.Module:
+    """The run's network at initialisation, rebuilt from its seed exactly as ``training.train`` built it."""
+    from ..nn.arch import describe
+    from ..nn.zoo import build_model
+    from ..runs import RunError
+
+    train = run.config.get("train", {})
+    if "model" not in train:
+        raise RunError(f"{run.path} records no model name: the lottery ticket cannot rebuild its initial weights")
+    torch.manual_seed(int(train.get("seed", 0)))
+    net = build_model(train["model"], data.input_shape, data.num_classes, **dict(train.get("model_options") or {}))
+    if describe(net) != describe(run.net):
+        raise RunError(f"the network rebuilt from {run.path}'s configuration differs from its checkpoint; the "
+                       "lottery ticket needs the run's initial weights")
+    return net
+
+
+def _run_cli(method: str, run, data, args):
+    from ..runs import save_checkpoint
+    from .cli import PruneOutcome, _stage_row, _val, fit_options_of
+    from .shrink import shrink
+
+    method = check_method_fits(method, run.is_bayesian)
+    if getattr(args, "threshold", None) is not None or getattr(args, "auto_threshold", False):
+        raise ValueError(f"--method {method} selects by --sparsity; --threshold and --auto-threshold belong to "
+                         "--method score (a posterior score)")
+    score_given = not isinstance(args.score, _DefaultStr)
+    finetune_given = not isinstance(args.finetune_epochs, _DefaultInt)
+    if args.scope is not None and args.per_layer and args.scope != "layer":
+        raise ValueError("--per-layer contradicts --scope global; give one of them")
+    structure = resolve_structure(args.structure)
+    scope = args.scope or ("layer" if args.per_layer else _default_scope(method, structure))
+    for name in ("rounds", "finetune_epochs", "rewind_epoch", "train_epochs", "budget_epochs"):
+        value = getattr(args, name, None)
+        if value is not None and int(value) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if run.is_bayesian:  # method == "magnitude": the posterior mean |mu| through the Bayesian path
+        if score_given and str(args.score) != "magnitude":
+            raise ValueError(f"--method magnitude ranks by the posterior mean |mu|; for --score {args.score} use "
+                             "--method score")
+        bayes_args = copy.copy(args)
+        bayes_args.score = "magnitude"
+        if args.scope is not None:
+            bayes_args.per_layer = scope == "layer"
+        outcome = methods_of_cli()["score"](run, data, bayes_args)
+        outcome.extra.update({"method": "magnitude", "ranked_by": "posterior mean |mu|"})
+        return outcome
+    score = str(args.score) if score_given else ("random" if method == "random" else "magnitude")
+    if method == "random" and score != "random":
+        raise ValueError(f"--method random ranks randomly; drop --score {score} or use --method magnitude")
+    if method in ("imp", "lottery", "gradual") and score not in ("magnitude", "l1", "l2", "norm"):
+        check_score_fits(score, bayesian=False)
+        raise ValueError(f"--method {method} is magnitude-based; valid scores: magnitude, l1, l2")
+    check_score_fits(score, bayesian=False)
+    if method == "lottery" and structure != "weight":
+        raise ValueError("--method lottery prunes single weights; use --structure weight (or --method imp for "
+                         "structured iterative pruning)")
+    sparsity = args.sparsity
+    if sparsity is None and method != "lottery":
+        raise ValueError(f"--method {method} needs --sparsity (a fraction in [0, 1))")
+    train_cfg = run.config.get("train", {})
+    base_epochs = int(run.metrics.get("epochs", train_cfg.get("epochs", 0)) or 0)
+    base = Budget(train_epochs=base_epochs, train_seconds=float(run.metrics.get("train_seconds", 0.0) or 0.0))
+    opts = {k: v for k, v in fit_options_of(run, args).items() if k in FIT_OPTIONS}
+    if train_cfg.get("lr_schedule"):
+        opts["lr_schedule"] = train_cfg["lr_schedule"]
+    opts["seed"] = args.seed
+    rounds = args.rounds if args.rounds is not None else 5
+    ignored = tuple(args.ignore or ())
+    split = _val(data)
+    t0 = time.perf_counter()
+    history = [_stage_row("dense", None, None, run.net, split, args.eval_samples, args.seed, 0.0)]
+    budget_opts: dict[str, Any] = {}
+    if args.budget_epochs is not None:
+        budget_opts = allocate_budget(method, args.budget_epochs, base_epochs, rounds, args.rewind_epoch)
+    if method in ("magnitude", "random"):
+        ft = budget_opts.get("finetune_epochs", int(args.finetune_epochs))
+        result = one_shot(run.net, sparsity, score=score, structure=structure, scope=scope, seed=args.seed,
+                          ignored_layers=ignored, data=data, finetune_epochs=ft, fit_options=opts, base_budget=base)
+    elif method == "imp":
+        ft = budget_opts.get("finetune_epochs", int(args.finetune_epochs) if finetune_given else 2)
+        result = iterative_magnitude(run.net, data, sparsity, rounds=rounds, finetune_epochs=ft, score=score,
+                                     structure=structure, scope=scope, seed=args.seed, ignored_layers=ignored,
+                                     fit_options=opts, base_budget=base)
+    elif method == "lottery":
+        if finetune_given and args.train_epochs is None:
+            raise ValueError("--method lottery retrains from the rewind point each round: give --train-epochs "
+                             "(default: the run's epochs), not --finetune-epochs")
+        epochs = budget_opts.get("train_epochs", args.train_epochs or int(train_cfg.get("epochs", base_epochs)))
+        result = lottery_ticket(_initial_network(run, data), data, sparsity=sparsity, rounds=rounds, rate=args.rate,
+                                train_epochs=epochs, rewind_epoch=args.rewind_epoch, scope=scope,
+                                trained_state=run.net.state_dict(), seed=args.seed, ignored_layers=ignored,
+                                fit_options=opts, base_budget=base)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        kinds = ("init",) if args.rewind_epoch == 0 else ("init", "rewind")  # rewind 0: the init itself
+        tensors = {f"{kind}.{k}": v.clone() for kind in kinds for k, v in result.stored[kind].items()}
+        tensors.update({f"ticket.{k}": v.clone() for k, v in (result.ticket or {}).items()})
+        save_checkpoint(out / "lottery.safetensors", tensors,
+                        {"rewind_epoch": args.rewind_epoch, "rounds": rounds, "source_run": str(run.path)})
+    else:
+        epochs = budget_opts.get("epochs", int(args.finetune_epochs) if finetune_given
+                                 else int(train_cfg.get("epochs", base_epochs) or 1))
+        if epochs < 1:
+            raise ValueError("--method gradual prunes during training: give --finetune-epochs >= 1")
+        result = gradual_magnitude(run.net, data, sparsity, epochs=epochs, pruning_steps=args.pruning_steps,
+                                   scope=scope, structure=structure, score=score, seed=args.seed,
+                                   ignored_layers=ignored, fit_options=opts, base_budget=base)
+    for row in result.history:
+        label = f"step {row['step']}" if "step" in row else f"round {row.get('round', 1)}"
+        history.append({"stage": label, **{k: v for k, v in row.items() if k not in ("round", "step")}})
+    shrunk = shrink(result.net, masks=result.masks)
+    history.append(_stage_row("pruned", None, None, shrunk.net, split, args.eval_samples, args.seed,
+                              time.perf_counter() - t0))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "masks.safetensors", result.masks.to_tensors(), {"method": method})
+    extra = {"method": method, "score": score, "structure": structure, "scope": scope,
+             "sparsity_target": result.target_sparsity, "mask_sparsity": result.sparsity,
+             "budget": result.budget.to_dict(), "baseline": result.config, "units": shrunk.plan.summary()}
+    return PruneOutcome(net=shrunk.net, history=history, extra=extra)
+
+
+def _default_scope(method: str, structure: str) -> str:
+    """Global ranking for single weights; per layer for lottery tickets (Frankle & Carbin's fully
+    connected setting) and for units, whose raw norms are not comparable across layers of
+    different fan-in (a global ranking by norm would empty the narrow-fan-in layers first)."""
+    return "layer" if method == "lottery" or structure != "weight" else "global"
+
+
+def methods_of_cli() -> dict:
+    from .cli import METHODS as CLI_METHODS
+
+    return CLI_METHODS

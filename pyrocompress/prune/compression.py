@@ -61,7 +61,10 @@ def _output_sizes(net: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     for name, m in _layers(net):
-        hooks.append(m.register_forward_hook(lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))))
+        def record(mod, inp, out, name=name):
+            shapes[name] = tuple(out.shape[1:])
+
+        hooks.append(m.register_forward_hook(record))
     try:
         param = next(net.parameters())
         x = torch.zeros((1,) + tuple(int(s) for s in input_shape), dtype=param.dtype, device=param.device)

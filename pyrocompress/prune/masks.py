@@ -10,9 +10,10 @@ Applying masks (:meth:`Masks.apply`):
 * to a plain ``nn.Module``: masked weights (and biases) are set to zero in place;
 * to a :class:`~pyrocompress.nn.BayesianModel` with its
   :class:`~pyrocompress.infer.MeanFieldGuide`: masked locations are set to exactly zero
-  and their ``rho`` to :data:`MASKED_RHO`, so their posterior standard deviation is the
-  guide's floor ``min_scale`` (1e-8: zero variance to float precision; the
-  local-reparameterization noise of a masked unit vanishes). Layers of the model left
+  and their ``rho`` to :data:`MASKED_RHO`, so their posterior standard deviation is
+  :data:`MASKED_SCALE` = 1e-8 (plus the guide's ``min_scale``): zero variance to float
+  precision, while the variance of a sampled pre-activation stays positive so that SVI
+  gradients stay finite. Layers of the model left
   deterministic are zeroed like a plain network's.
 
 During fine-tuning, :meth:`Masks.step_hook` returns a function for the ``step_hook``
@@ -36,7 +37,7 @@ Public API: ``Masks`` (``ones``, ``from_units``, ``&``, ``apply``, ``step_hook``
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -45,10 +46,13 @@ from pyro.poutine.messenger import Messenger
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
 
-__all__ = ["Masks", "MaskLayers", "layer_shapes", "prunable_layers", "MASKED_RHO"]
+__all__ = ["Masks", "MaskLayers", "layer_shapes", "prunable_layers", "MASKED_RHO", "MASKED_SCALE"]
 
-#: rho given to masked weights: softplus(-60) ~ 1e-26, so the scale is the guide's min_scale floor
-MASKED_RHO = -60.0
+#: posterior standard deviation of a masked weight: zero to float precision, yet its square stays a
+#: normal float32, so sampled pre-activations keep a positive variance and finite gradients
+MASKED_SCALE = 1e-8
+#: rho of a masked weight: softplus(MASKED_RHO) == MASKED_SCALE
+MASKED_RHO = math.log(math.expm1(MASKED_SCALE))
 
 
 def prunable_layers(obj: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -20,13 +20,15 @@ A :class:`PrunePolicy` turns scores (any registered score of
   never refuses). ``ignored_layers`` are left untouched.
 
 **Automatic threshold** (:func:`auto_threshold`), the posterior's answer to "which
-threshold per layer": the scores of a layer are put on a log10 scale (a score <= 0 is
-redundant outright, e.g. an HDI that contains zero), sorted, and the largest gap between
-neighbours is found. If that gap is at least ``min_gap`` decades (default 1, a factor of
-10), the layer's scores are bimodal: a near-zero mode of redundant weights/units and the
-rest; the threshold is the geometric midpoint of the gap and everything below it is
-deleted. Otherwise the layer has nothing redundant and keeps everything (this is what
-stops iterative self-compression).
+threshold per layer": a trained Bayesian network drives the scores of what it does not
+need towards zero, so a layer's scores on a log10 scale form a near-zero mode apart from
+the rest. Per layer, a two-component Gaussian mixture is fitted to the log10 scores (EM)
+and compared with one Gaussian by BIC; when the mixture wins and its two means are at
+least ``min_separation`` decades apart (default 0.5, a factor of ~3), the threshold is
+where the two weighted component densities cross, and what lies below is deleted.
+Otherwise the layer has nothing redundant and keeps everything (this is what stops
+iterative self-compression). Scores <= 0 (e.g. an HDI containing zero, a weight already
+deleted) are redundant outright.
 
 Public API: ``PrunePolicy`` (``.masks(model, guide)``, ``.scores(model, guide)``,
 ``.select(scores, shapes, output_layer)``), ``auto_threshold``, ``STRUCTURES``,
@@ -41,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
-from torch import nn
 
 from ..diagnostics.scores import get_score, group_scores, weight_scores
 from ..nn.model import BayesianModel
@@ -110,22 +111,65 @@ def candidate_layers(shapes: Mapping[str, tuple[int, ...]], structure: str, outp
     return out
 
 
-def auto_threshold(scores: torch.Tensor, min_gap: float = 1.0) -> Optional[float]:
-    """Threshold at the largest gap (>= ``min_gap`` decades) of the log10 scores, or None.
+def _normal_logpdf(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (torch.log(2 * math.pi * var) + (x - mean) ** 2 / var)
 
-    Scores <= 0 are redundant outright: if some are <= 0 and the positive ones show no
-    gap, the threshold is the smallest positive score (deleting just the non-positive
-    ones). Returns None when nothing is redundant.
+
+def _two_modes(x: torch.Tensor, var_floor: float, iterations: int = 200):
+    """EM fit of a two-component 1-D Gaussian mixture, started at the best two-class (Otsu) split."""
+    xs = torch.sort(x).values
+    n = xs.numel()
+    best, split = -1.0, 1
+    for i in range(1, n):
+        lo, hi = xs[:i], xs[i:]
+        between = (i / n) * ((n - i) / n) * float(lo.mean() - hi.mean()) ** 2
+        if between > best:
+            best, split = between, i
+    w = torch.tensor([split / n, (n - split) / n], dtype=x.dtype)
+    mean = torch.stack([xs[:split].mean(), xs[split:].mean()])
+    var = torch.stack([xs[:split].var(unbiased=False), xs[split:].var(unbiased=False)]).clamp_min(var_floor)
+    for _ in range(iterations):
+        logp = torch.stack([_normal_logpdf(x, mean[k], var[k]) + w[k].clamp_min(1e-12).log() for k in range(2)])
+        resp = torch.softmax(logp, dim=0)
+        nk = resp.sum(dim=1).clamp_min(1e-12)
+        w = nk / n
+        mean = (resp * x).sum(dim=1) / nk
+        var = ((resp * (x - mean[:, None]) ** 2).sum(dim=1) / nk).clamp_min(var_floor)
+    logp = torch.stack([_normal_logpdf(x, mean[k], var[k]) + w[k].clamp_min(1e-12).log() for k in range(2)])
+    return w, mean, var, float(torch.logsumexp(logp, dim=0).sum())
+
+
+def auto_threshold(scores: torch.Tensor, min_separation: float = 0.5, var_floor: float = 1e-3) -> Optional[float]:
+    """Per-layer threshold separating a near-zero mode of the scores from the rest, or None.
+
+    The rule (documented in the module docstring): on log10 of the positive scores, a
+    two-component Gaussian mixture (EM) is compared with a single Gaussian by BIC. If
+    the mixture wins and its two means lie at least ``min_separation`` decades apart,
+    the threshold is where the two weighted component densities cross between the
+    means; scores below it are redundant. Scores <= 0 are redundant outright (when the
+    positive ones show no second mode, the threshold is the smallest positive score).
+    Returns None when nothing is redundant.
     """
     values = scores.detach().double().flatten().cpu()
     positive = values[values > 0]
     has_nonpositive = bool((values <= 0).any())
-    if positive.numel() >= 2:
-        logs = torch.sort(positive.log10()).values
-        gaps = logs[1:] - logs[:-1]
-        i = int(torch.argmax(gaps))
-        if float(gaps[i]) >= min_gap:
-            return float(10 ** (0.5 * (logs[i] + logs[i + 1])))
+    if positive.numel() >= 4:
+        x = positive.log10()
+        n = x.numel()
+        var1 = x.var(unbiased=False).clamp_min(var_floor)
+        loglik1 = float(_normal_logpdf(x, x.mean(), var1).sum())
+        w, mean, var, loglik2 = _two_modes(x, var_floor)
+        bic1 = -2 * loglik1 + 2 * math.log(n)
+        bic2 = -2 * loglik2 + 5 * math.log(n)
+        lo, hi = (0, 1) if mean[0] <= mean[1] else (1, 0)
+        if bic2 < bic1 and float(mean[hi] - mean[lo]) >= min_separation:
+            grid = torch.linspace(float(mean[lo]), float(mean[hi]), 2001, dtype=torch.float64)
+            dens_lo = _normal_logpdf(grid, mean[lo], var[lo]) + w[lo].log()
+            dens_hi = _normal_logpdf(grid, mean[hi], var[hi]) + w[hi].log()
+            above = torch.nonzero(dens_hi >= dens_lo).flatten()
+            cut = float(grid[int(above[0])]) if above.numel() else float(mean[hi])
+            if bool((x < cut).any()):
+                return float(10 ** cut)
     if has_nonpositive and positive.numel() > 0:
         return float(positive.min())
     return None
@@ -148,7 +192,7 @@ class PrunePolicy:
     per_layer: bool = False
     ignored_layers: Sequence[str] = ()
     reduction: Optional[str] = None
-    min_gap: float = 1.0
+    min_separation: float = 0.5
     score_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -164,8 +208,8 @@ class PrunePolicy:
         if self.threshold is not None and not (isinstance(self.threshold, (int, float))
                                                and math.isfinite(self.threshold)):
             raise ValueError(f"threshold must be a finite number, got {self.threshold!r}")
-        if not (self.min_gap > 0):
-            raise ValueError(f"min_gap must be positive (decades), got {self.min_gap}")
+        if not (self.min_separation > 0):
+            raise ValueError(f"min_separation must be positive (decades), got {self.min_separation}")
         if isinstance(self.ignored_layers, str):
             self.ignored_layers = (self.ignored_layers,)
         self.ignored_layers = tuple(self.ignored_layers)
@@ -205,9 +249,9 @@ class PrunePolicy:
         output = output or output_layer(shapes)
         layers = [n for n in candidate_layers(shapes, self.structure, output, self.ignored_layers) if n in scores]
         if not layers:
-            raise ValueError(f"no layer to prune with structure {self.structure!r}: candidates are "
-                             f"{'Conv2d layers' if self.structure == 'kernel' else 'hidden Linear layers' if self.structure == 'neuron' else 'hidden layers'}"
-                             f" with scores, not the output layer {output!r} or ignored layers; layers: {list(shapes)}")
+            what = {"kernel": "Conv2d layers", "neuron": "hidden Linear layers"}.get(self.structure, "layers")
+            raise ValueError(f"no layer to prune with structure {self.structure!r}: candidates are {what} with "
+                             f"scores, not the output layer {output!r} or ignored layers; layers: {list(shapes)}")
         values = {}
         for n in layers:
             s = scores[n].detach().float().cpu()
@@ -228,7 +272,7 @@ class PrunePolicy:
         if self.auto:
             keep = {}
             for n, v in values.items():
-                t = auto_threshold(v, self.min_gap)
+                t = auto_threshold(v, self.min_separation)
                 keep[n] = torch.ones_like(v, dtype=torch.bool) if t is None else v >= t
             return keep
         if self.threshold is not None:

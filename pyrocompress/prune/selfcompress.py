@@ -20,7 +20,8 @@ With ``structure="weight"`` single weights are masked (zero mean, zero variance;
 are kept through fine-tuning by a step hook) and units left without any weight are
 deleted physically as well.
 
-Every round adds a row to the history: round, action, accepted, units per layer,
+Every round adds a row to the history: round, action, accepted (within tolerance; a
+one-shot result is returned either way), units per layer,
 params / nonzero params of the deployable network, units removed, validation accuracy,
 NLL and ECE (posterior predictive, seeded), seconds.
 
@@ -106,7 +107,7 @@ def _fresh(model: BayesianModel, guide: MeanFieldGuide, seed: int) -> tuple[Baye
 def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle, *, score: str = "norm",
                   structure: str = "kernel", iterative: bool = True, sparsity: Optional[float] = None,
                   threshold: Optional[float] = None, auto: Optional[bool] = None, per_layer: bool = False,
-                  ignored_layers: Sequence[str] = (), min_gap: float = 1.0, tolerance: float = 0.5,
+                  ignored_layers: Sequence[str] = (), min_separation: float = 0.5, tolerance: float = 0.5,
                   max_rounds: int = 10, finetune_epochs: Optional[int] = None, warm_start: bool = True,
                   eval_samples: int = 16, seed: int = 0, fit_options: Optional[dict[str, Any]] = None,
                   score_options: Optional[dict[str, Any]] = None, progress: bool = False) -> SelfCompressionResult:
@@ -142,7 +143,7 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
         warnings.warn("iterative self-compression without fine-tuning stops after one deletion", UserWarning,
                       stacklevel=2)
     policy = PrunePolicy(score=score, structure=structure, sparsity=sparsity, threshold=threshold, auto=auto,
-                         per_layer=per_layer, ignored_layers=ignored_layers, min_gap=min_gap,
+                         per_layer=per_layer, ignored_layers=ignored_layers, min_separation=min_separation,
                          score_options=dict(score_options or {}))
     split = data.val
     if len(split) == 0:
@@ -188,8 +189,9 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
             hook = _zero_masks(new_model, new_guide).step_hook() if policy.structure == "weight" else None
             fit(new_model, new_guide, data, epochs=finetune_epochs, seed=seed + rnd, step_hook=hook, **options)
         metrics = _evaluate(new_model, new_guide, split, eval_samples, seed)
-        accepted = metrics["accuracy"] >= floor - 1e-12
-        history.append(_row(rnd, action, accepted, new_model, new_guide, metrics, time.perf_counter() - t0,
+        within = metrics["accuracy"] >= floor - 1e-12
+        accepted = within or not iterative  # one-shot returns its result; the row says whether it is within
+        history.append(_row(rnd, action, within, new_model, new_guide, metrics, time.perf_counter() - t0,
                             removed))
         if not accepted:
             stop = f"validation accuracy {metrics['accuracy']:.4f} fell more than {tolerance} points below " \
@@ -198,7 +200,8 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
         best = (new_model, new_guide)
         last_masks = _zero_masks(new_model, new_guide) if policy.structure == "weight" else None
         if not iterative:
-            stop = "one-shot"
+            stop = "one-shot" + ("" if within else f" (validation accuracy more than {tolerance} points below "
+                                                   "round 0)")
     model, guide = best
     return SelfCompressionResult(model=model, guide=guide, net=posterior_mean_network(model, guide),
                                  history=history, stop_reason=stop, masks=last_masks)

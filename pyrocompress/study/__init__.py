@@ -1,0 +1,16 @@
+"""Comparative pruning studies: one TOML configuration, one command, one report.
+
+``pyrocompress study [CONFIG.toml]`` trains each (data set, model, seed) once as a
+Bayesian network and once as its deterministic twin, prunes both by every configured
+method at every operating point, records each trial in a resumable results store and
+writes a ShrinkBench-style report. See ``docs/studies.md``.
+"""
+from .config import StudyConfig, StudyConfigError, default_config_text, load_config, parse_config
+from .report import write_report
+from .runner import StudyResult, plan_trials, run_study
+from .store import DIMS, METRICS, ResultsStore, StoreError, read_results
+
+__all__ = [
+    "StudyConfig", "StudyConfigError", "default_config_text", "load_config", "parse_config", "write_report",
+    "StudyResult", "plan_trials", "run_study", "DIMS", "METRICS", "ResultsStore", "StoreError", "read_results",
+]

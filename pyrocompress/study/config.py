@@ -148,12 +148,6 @@ class _Checker:
             raise self.error(path, f"must be a {'positive ' if positive else ''}number, got {value!r}")
         return float(value)
 
-    def choice(self, value, path: tuple, valid) -> str:
-        key = str(value).lower().replace("_", "-") if not isinstance(value, str) else value
-        if value not in valid:
-            raise self.error(path, f"unknown name {value!r}; valid names: {sorted(valid)}")
-        return key
-
     def name(self, value, path: tuple) -> str:
         if not isinstance(value, str) or not _NAME_RE.match(value):
             raise self.error(path, f"must be a name of letters, digits and _ . + - (no spaces, no '/'), "
@@ -266,11 +260,13 @@ class StudyConfig:
             "device": self.device,
             "eval_samples": self.eval_samples,
             "latency_repeats": self.latency_repeats,
+            "report_point": self.report_point,
         }
 
     def config_hash(self) -> str:
-        """SHA-256 (first 16 hex digits) of :meth:`to_dict` as canonical JSON."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        """SHA-256 (first 16 hex digits) of :meth:`to_dict` as canonical JSON (report settings excluded)."""
+        values = {k: v for k, v in self.to_dict().items() if k != "report_point"}
+        blob = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def all_methods(self) -> list[MethodSpec]:

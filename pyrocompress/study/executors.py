@@ -5,6 +5,9 @@ An executor runs a top-level function over JSON-able payloads and yields
 records every result the moment it exists. Jobs are seeded by their payload, never by
 where or in which order they run: 1 worker and N workers give the same numbers.
 
+With ``workers > 1`` the pool *spawns* fresh interpreters, which import the calling script:
+a script that starts a study must guard it with ``if __name__ == "__main__":``.
+
 Every job sets torch's intra-op threads to ``threads`` (default 1: the study's small
 networks gain little from intra-op threads, and a fixed thread count keeps floating
 point sums identical however many workers run).
@@ -19,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS", "ray_available",
@@ -100,7 +104,13 @@ class LocalExecutor(Executor):
         while queue or pending:
             while queue and len(pending) < 2 * self.workers:
                 p = queue.pop(0)
-                pending[self._pool.submit(_call, fn, p, self.threads)] = p
+                try:
+                    pending[self._pool.submit(_call, fn, p, self.threads)] = p
+                except BrokenProcessPool as exc:  # a worker died: report every job left, run none of them
+                    for q in [p] + queue + list(pending.values()):
+                        yield q, None, exc
+                    self._pool = None
+                    return
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for fut in done:
                 p = pending.pop(fut)

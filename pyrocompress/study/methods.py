@@ -22,7 +22,8 @@ Families (``family = ...`` in a ``[[methods]]`` table):
   runs ``magnitude`` / ``random`` on the posterior mean instead).
 
 A target compression ratio c is reached as follows: unstructured methods prune the
-fraction 1 - 1/c of the prunable weights; structured ones search the unit sparsity whose
+fraction of the prunable weights that leaves 1/c of all parameters (biases are kept, so
+slightly more than 1 - 1/c of the weights); structured ones search the unit sparsity whose
 physically shrunk network has c times fewer parameters than the dense one (when the
 safety rules, e.g. "the output layer keeps its units", stop short of c, the reached
 ratio is what is recorded).
@@ -176,6 +177,18 @@ def _total_params(net: nn.Module) -> int:
     return parameter_counts(net)["total"]["params"]
 
 
+def _weight_sparsity_for(net: nn.Module, target: float) -> float:
+    """The fraction of prunable weights to delete so that all parameters (biases stay) shrink ``target``-fold."""
+    from ..metrics import parameter_counts
+
+    total = parameter_counts(net)["total"]["params"]
+    weights = sum(int(m.weight.numel()) for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
+    if weights == 0:
+        raise ValueError("the network has no Linear or Conv2d weights to prune")
+    keep = (total / target - (total - weights)) / weights
+    return float(min(max(1.0 - keep, 0.0), 0.999))
+
+
 def _structured_search(dense_params: int, target: float, make: Callable[[float], Any],
                        size_of: Callable[[Any], int], iters: int = 14) -> tuple[Any, float, dict]:
     """Bisect the unit sparsity s so that dense_params / size_of(make(s)) reaches ``target``.
@@ -223,7 +236,10 @@ def _run_bayes(ctx: TrialContext, options: dict, point: Optional[float]) -> Prun
     base = dict(score=options["score"], structure=structure, per_layer=options["scope"] == "layer",
                 reduction=options.get("reduction"), score_options=dict(options.get("score_options") or {}))
     if structure == "weight":
-        masks = PrunePolicy(sparsity=1.0 - 1.0 / point, **base).masks(model, guide)
+        from ..infer.guides import posterior_mean_network
+
+        sparsity = _weight_sparsity_for(posterior_mean_network(model, guide), point)
+        masks = PrunePolicy(sparsity=sparsity, **base).masks(model, guide)
         masks.apply(model, guide)
         pruned = Pruned(model=model, guide=guide, info={"unit_sparsity": None})
         return _finetune(ctx, pruned, options["finetune_epochs"], masks)
@@ -244,20 +260,31 @@ def _run_bayes(ctx: TrialContext, options: dict, point: Optional[float]) -> Prun
 
 
 def _run_self_compress(ctx: TrialContext, options: dict, point: Optional[float]) -> Pruned:
-    """Self-compression: kernels / neurons by posterior-mean norm, physically deleted."""
+    """Self-compression: kernels / neurons by posterior-mean norm, physically deleted.
+
+    ``oneshot``: delete to the operating point (structured search), optionally fine-tune;
+    ``iterative``: :func:`pyrocompress.prune.selfcompress.self_compress` with the automatic
+    per-layer threshold, fine-tuning ``finetune_epochs`` per round, until nothing more is
+    redundant or the validation accuracy drops more than ``tolerance`` points.
+    """
     if options["mode"] == "oneshot":
-        opts = dict(options, structure=options["structure"], scope="global")
+        opts = dict(options, reduction=None, score_options={})
         return _run_bayes(ctx, opts, point)
-    from ..prune import self_compress as sc
+    from ..prune.selfcompress import self_compress
 
-    result = sc.self_compress(ctx.run.model, ctx.run.guide, ctx.data, **_self_compress_kwargs(ctx, options))
-    return Pruned(model=result.model, guide=result.guide, finetune_epochs=int(getattr(result, "epochs", 0)),
-                  info={"rounds": len(getattr(result, "history", []) or [])})
-
-
-def _self_compress_kwargs(ctx: TrialContext, options: dict) -> dict:
-    return {"iterative": True, "tolerance": options["tolerance"], "max_rounds": options["max_rounds"],
-            "finetune_epochs": options["finetune_epochs"], "score": options["score"], "seed": ctx.seed}
+    epochs = options["finetune_epochs"] or 2
+    fit_options = _fit_options(ctx.train, True)
+    fit_options["device"] = str(ctx.device)
+    result = self_compress(ctx.run.model, ctx.run.guide, ctx.data, score=options["score"],
+                           structure=options["structure"], iterative=True, auto=True,
+                           per_layer=options["scope"] == "layer", tolerance=options["tolerance"],
+                           max_rounds=options["max_rounds"], finetune_epochs=epochs, seed=ctx.seed,
+                           fit_options=fit_options)
+    rounds = sum(1 for row in result.history if row.get("round", 0) >= 1)
+    return Pruned(model=result.model, guide=result.guide, finetune_epochs=rounds * epochs,
+                  info={"rounds": rounds, "stop_reason": result.stop_reason,
+                        "history": [{k: v for k, v in row.items() if not isinstance(v, dict)}
+                                    for row in result.history]})
 
 
 def _baseline_net(ctx: TrialContext) -> nn.Module:
@@ -310,7 +337,7 @@ def _run_baseline(ctx: TrialContext, options: dict, point: Optional[float], fami
         raise ValueError(f"unknown baseline family {family!r}")
 
     if structure == "weight":
-        result = call(1.0 - 1.0 / point)
+        result = call(_weight_sparsity_for(net, point))
         out = result.net
         info: dict = {}
     else:
@@ -355,9 +382,9 @@ FAMILIES: dict[str, Family] = {
                     {"score": _scores(), "structure": _STRUCTURES, "scope": _SCOPES}, _run_bayes,
                     "Bayesian network pruned by a posterior score"),
     "self_compress": Family("self_compress", "bayesian",
-                            {"score": "norm", "structure": "unit", "mode": "oneshot", "finetune_epochs": 0,
-                             "tolerance": 0.5, "max_rounds": 10},
-                            {"score": _scores(), "structure": ("neuron", "kernel", "unit"),
+                            {"score": "norm", "structure": "unit", "scope": "layer", "mode": "oneshot",
+                             "finetune_epochs": 0, "tolerance": 0.5, "max_rounds": 10},
+                            {"score": _scores(), "structure": ("neuron", "kernel", "unit"), "scope": _SCOPES,
                              "mode": ("oneshot", "iterative")}, _run_self_compress,
                             "self-compression: delete kernels/neurons by posterior-mean norm, shrink",
                             grid=lambda o: o.get("mode", "oneshot") == "oneshot"),

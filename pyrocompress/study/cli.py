@@ -1,0 +1,74 @@
+"""``pyrocompress study [CONFIG.toml]`` and ``pyrocompress report STUDY_DIR``."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .executors import EXECUTORS
+    from .runner import run_study
+
+    cfg = load_config(args.config)
+    if args.print_config:
+        from .config import default_config_text
+
+        print(Path(args.config).read_text() if args.config else default_config_text(), end="")
+        return 0
+    if args.executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {args.executor!r}; valid executors: {list(EXECUTORS)}")
+    out = Path(args.out) if args.out else Path("studies") / cfg.name
+    print(f"study {cfg.name!r} ({cfg.source}) -> {out}")
+    result = run_study(cfg, out, workers=args.workers, executor=args.executor, address=args.address,
+                       threads=args.threads, progress=not args.quiet, retry_failed=not args.no_retry,
+                       max_trials=args.max_trials)
+    print(result.summary())
+    if not args.no_report:
+        from .report import write_report
+
+        paths = write_report(out)
+        print(f"report: {paths['html']} and {paths['markdown']}")
+    if result.failed:
+        print(f"{len(result.failed)} trial(s) failed; their errors are in results.csv and logs/: "
+              f"{', '.join(result.failed[:5])}{' ...' if len(result.failed) > 5 else ''}")
+        return 1
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    paths = write_report(args.study_dir, out=args.out, point=args.point)
+    print(f"report: {paths['html']} and {paths['markdown']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run a comparative pruning study (no file: the embedded default)",
+                       description="Train each (data set, model, seed) once, Bayesian and deterministic, prune "
+                                   "them by every method at every operating point, record each trial, and write "
+                                   "the report. Running it again resumes.")
+    p.add_argument("config", nargs="?", default=None, help="study TOML file (default: the embedded default study)")
+    p.add_argument("--out", default=None, help="study directory (default: studies/<study name>)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (local executor)")
+    p.add_argument("--executor", default="local", help="local (processes on this machine) or ray")
+    p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); "
+                                                    "default: a new local Ray instance")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--max-trials", type=int, default=None, help="run at most N trials now (resume later)")
+    p.add_argument("--no-retry", action="store_true", help="do not retry trials that failed before")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--print-config", action="store_true", help="print the configuration's TOML and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_study)
+
+    r = sub.add_parser("report", help="write the HTML and Markdown report of a study directory")
+    r.add_argument("study_dir")
+    r.add_argument("--out", default=None, help="report folder (default: STUDY_DIR/report)")
+    r.add_argument("--point", type=float, default=None,
+                   help="compression ratio of the per-layer sparsity figure (default: the study's report_point)")
+    r.set_defaults(func=_cmd_report)

@@ -1,0 +1,26 @@
+"""Each experiment script runs end to end with tiny arguments (digits, one epoch)."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args, tmp_path):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_self_compression_experiment_smoke(tmp_path):
+    out = tmp_path / "sc"
+    _run(["experiments/self_compression/run.py", "--dataset", "digits", "--kernels", "6", "--seeds", "0",
+          "--epochs", "1", "--max-rounds", "2", "--delete-fractions", "0", "0.5", "--finetune-fractions", "0.5",
+          "--out", str(out)], tmp_path)
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert {r["method"] for r in rows} == {"bayes_mp", "bayes_lrt", "vanilla"}
+    assert all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)
+    assert (out / "summary.md").is_file() and (out / "norm_hist_N6.png").is_file()
+    deletion = list(csv.DictReader(open(out / "deletion.csv")))
+    assert {int(r["deleted"]) for r in deletion} == {0, 3}

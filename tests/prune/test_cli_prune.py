@@ -1,0 +1,75 @@
+"""`pyrocompress prune` and `pyrocompress compress` on a small digits run."""
+import csv
+import json
+
+import pytest
+import torch
+
+import pyrocompress
+from pyrocompress.cli import main
+
+KEYS = ("accuracy", "nll", "ece", "params", "nonzero_params", "compression_ratio", "flops", "speedup", "bytes",
+        "latency")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mlp"
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--model-option", "hidden=[48]",
+                 "--prior", "normal:0.1", "--epochs", "6", "--lr", "0.01", "--device", "cpu", "--out", str(out),
+                 "--quiet"]) == 0
+    return out
+
+
+def _check_outputs(out):
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in KEYS:
+        assert key in metrics, key
+    assert (out / "history.csv").is_file() and list(csv.DictReader((out / "history.csv").open()))
+    for name in ("compressed.safetensors", "architecture.json", "compressed.torchscript.pt"):
+        assert (out / name).is_file(), name
+    net = pyrocompress.load_compressed(out)
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(torch.jit.load(str(out / "compressed.torchscript.pt"))(x), net(x))
+    return metrics
+
+
+def test_prune_weight_level_with_finetuning(run_dir, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    assert main(["prune", str(run_dir), "--score", "snr", "--sparsity", "0.9", "--finetune-epochs", "1",
+                 "--latency-repeats", "3", "--eval-samples", "4", "--out", str(out)]) == 0
+    assert "compression" in capsys.readouterr().out
+    metrics = _check_outputs(out)
+    assert metrics["compression_ratio"] > 5
+    assert metrics["nonzero_params"] < 0.2 * metrics["reference_params"]
+    assert (out / "bayesian" / "checkpoint.safetensors").is_file()
+    stages = [row["stage"] for row in csv.DictReader((out / "history.csv").open())]
+    assert stages == ["dense", "pruned", "finetuned"]
+
+
+def test_prune_neurons_and_compress_iteratively(run_dir, tmp_path):
+    out = tmp_path / "neurons"
+    assert main(["prune", str(run_dir), "--score", "norm", "--structure", "neuron", "--sparsity", "0.5",
+                 "--no-latency", "--eval-samples", "4", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["units"]["fc1"] == 24 and metrics["speedup"] > 1.5
+    out2 = tmp_path / "compressed"
+    assert main(["compress", str(run_dir), "--iterative", "--tolerance", "5", "--max-rounds", "2",
+                 "--finetune-epochs", "1", "--latency-repeats", "3", "--eval-samples", "4", "--out", str(out2)]) == 0
+    metrics = _check_outputs(out2)
+    assert metrics["stop_reason"] and metrics["units"]["fc2"] == 10
+    rounds = list(csv.DictReader((out2 / "history.csv").open()))
+    assert rounds[0]["round"] == "0"
+
+
+def test_cli_bad_inputs(run_dir, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["prune", str(run_dir), "--sparsity", "1.0", "--out", str(out)]) == 2
+    assert "[0, 1)" in capsys.readouterr().err
+    assert main(["prune", str(run_dir), "--score", "bogus", "--sparsity", "0.5", "--out", str(out)]) == 2
+    assert "valid scores" in capsys.readouterr().err
+    assert main(["prune", str(run_dir), "--structure", "rows", "--sparsity", "0.5", "--out", str(out)]) == 2
+    assert "valid structures" in capsys.readouterr().err
+    assert main(["prune", str(run_dir), "--method", "nope", "--sparsity", "0.5", "--out", str(out)]) == 2
+    assert "valid methods" in capsys.readouterr().err
+    assert not out.exists()

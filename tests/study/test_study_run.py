@@ -1,0 +1,125 @@
+"""End to end: a tiny study writes its store and reports, resumes, records failures, refuses mixing."""
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from pyrocompress.data import DataError
+from pyrocompress.study import methods as study_methods
+from pyrocompress.study.config import load_config, parse_config
+from pyrocompress.study.report import write_report
+from pyrocompress.study.runner import run_study
+from pyrocompress.study.store import DIMS, ResultsStore, StoreError, read_results
+
+from conftest import TINY, TINY_TRIALS
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    result = run_study(parse_config(TINY), out, progress=False)
+    return out, result
+
+
+def test_tiny_study_end_to_end(tiny_study):
+    out, result = tiny_study
+    assert result.ok and result.ran == TINY_TRIALS and result.total == TINY_TRIALS
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == TINY_TRIALS and table["trial_id"].is_unique
+    assert (table["status"] == "ok").all()
+    for col in ("accuracy", "nll", "ece", "brier", "agreement", "tv_distance", "kl_to_dense", "ood_auroc",
+                "params", "nonzero_params", "compression", "flops", "speedup", "bytes_dense", "epochs", "seconds"):
+        assert table[col].notna().all(), col
+    dense = table[table["method"].str.startswith("dense")]
+    assert np.allclose(dense["agreement"], 1.0) and np.allclose(dense["compression"], 1.0)
+    pruned = table[~table["method"].str.startswith("dense")]
+    # unstructured pruning reaches the target ratio over all parameters (biases included), up to ties
+    assert ((pruned["compression"] > 0.97 * pruned["target_compression"])
+            & (pruned["compression"] < 1.03 * pruned["target_compression"])).all()
+    assert (pruned.groupby("operating_point")["compression"].mean().loc["8x"] >
+            pruned.groupby("operating_point")["compression"].mean().loc["2x"])
+    # each trained network is trained once and reused: one run per (seed, kind)
+    runs = sorted(p.relative_to(out / "runs").as_posix() for p in (out / "runs").glob("*/*/*/*"))
+    assert runs == ["digits/mlp/seed0/bayesian", "digits/mlp/seed0/deterministic",
+                    "digits/mlp/seed1/bayesian", "digits/mlp/seed1/deterministic"]
+    assert (out / "runs/digits/mlp/seed0/deterministic/init.safetensors").is_file()
+    assert len(list((out / "logs").glob("*.log"))) == TINY_TRIALS + 4
+    paths = write_report(out)
+    html = paths["html"].read_text()
+    assert html.count("data:image/png;base64,") >= 6 and "within 0.5" in html
+    md = paths["markdown"].read_text()
+    assert "![" in md and all((paths["figures"] / name).is_file()
+                              for name in ("accuracy.png", "ece.png", "nll.png", "speedup.png", "norms.png",
+                                           "layer_sparsity.png"))
+
+
+def test_results_dataset_dims_and_netcdf_round_trip(tiny_study, tmp_path):
+    out, _ = tiny_study
+    ds = read_results(out)
+    assert ds["accuracy"].dims == DIMS
+    assert ds["layer_sparsity"].dims == DIMS + ("layer",)
+    assert list(ds["method"].values) == ["dense-bayesian", "dense-deterministic", "bnn-snr", "magnitude"]
+    assert list(ds["operating_point"].values) == ["1x", "2x", "8x"]
+    assert list(ds["seed"].values) == [0, 1]
+    assert list(ds["target_compression"].values) == [1.0, 2.0, 8.0]
+    # "method" is also a keyword of .sel(): select it with a dict
+    # cells that exist: dense at 1x, methods at 2x and 8x; the others are NaN
+    acc = ds["accuracy"].sel(dataset="digits", model="mlp")
+    assert acc.sel({"method": "magnitude", "operating_point": "1x"}).isnull().all()
+    assert acc.sel({"method": "magnitude", "operating_point": "8x"}).notnull().all()
+    table = pd.read_csv(out / "results.csv").set_index("trial_id")
+    v = float(acc.sel({"method": "bnn-snr", "operating_point": "2x", "seed": 1}))
+    assert v == pytest.approx(table.loc["digits__mlp__s1__bnn-snr__2x", "accuracy"])
+    path = tmp_path / "copy.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    back = xr.open_dataset(path, engine="h5netcdf").load()
+    xr.testing.assert_identical(ds, back)
+
+
+def test_rerun_skips_finished_and_other_config_is_refused(tiny_study):
+    out, _ = tiny_study
+    again = run_study(parse_config(TINY), out, progress=False)
+    assert again.ran == 0 and again.skipped == TINY_TRIALS
+    with pytest.raises(StoreError, match="another study configuration.*grid.*delete"):
+        run_study(parse_config(TINY.replace("[2, 8]", "[2, 4]")), out, progress=False)
+
+
+def test_a_failing_trial_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
+    fam = study_methods.FAMILIES["magnitude"]
+
+    def flaky(ctx, options, point):
+        if point == 8:
+            raise RuntimeError("deliberate failure at 8x")
+        return fam.run(ctx, options, point)
+
+    monkeypatch.setitem(study_methods.FAMILIES, "magnitude", dataclasses.replace(fam, run=flaky))
+    cfg = parse_config(TINY.replace("seeds = [0, 1]", "seeds = [0]"))
+    result = run_study(cfg, tmp_path / "s", progress=False)
+    assert result.failed == ["digits__mlp__s0__magnitude__8x"]
+    rows = {r["trial_id"]: r for r in ResultsStore(tmp_path / "s").rows()}
+    assert len(rows) == TINY_TRIALS // 2
+    bad = rows["digits__mlp__s0__magnitude__8x"]
+    assert bad["status"] == "error" and "deliberate failure at 8x" in bad["error"]
+    assert all(r["status"] == "ok" for k, r in rows.items() if k != bad["trial_id"])
+    assert "deliberate failure" in (tmp_path / "s/logs/digits__mlp__s0__magnitude__8x.log").read_text()
+    # the next run retries only the failed trial
+    monkeypatch.setitem(study_methods.FAMILIES, "magnitude", fam)
+    again = run_study(cfg, tmp_path / "s", progress=False)
+    assert again.ran == 1 and again.ok
+    assert ResultsStore(tmp_path / "s").rows()[0]["status"] == "ok"
+    assert read_results(tmp_path / "s")["status"].sel({"method": "magnitude", "operating_point": "8x"}).item() == "ok"
+
+
+def test_missing_data_fails_before_training(tmp_path):
+    from pyrocompress.data import find_idx_files
+
+    if find_idx_files("mnist") is not None:
+        pytest.skip("the MNIST files are installed here, so they cannot be missing")
+    cfg = parse_config(TINY.replace('name = "digits"\nlimit = 300',
+                                    f'name = "mnist"\ndata_dir = "{tmp_path / "empty"}"\ndownload = false'))
+    with pytest.raises(DataError, match="not found"):
+        run_study(cfg, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
