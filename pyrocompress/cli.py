@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "pyrocompress.diagnostics.cli",
     "pyrocompress.prune.cli",
     "pyrocompress.study.cli",
+    "pyrocompress.infer.reference_cli",
 ]
 
 

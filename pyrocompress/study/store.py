@@ -97,6 +97,9 @@ class ResultsStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_json(meta_path, {"format": STORE_FORMAT, "config_hash": config_hash, "config": config})
         self.trials_dir.mkdir(parents=True, exist_ok=True)
+        # temporary files of atomic writes interrupted by a kill (never read; the targets are intact)
+        for junk in list(self.dir.glob(".results.*.tmp")) + list(self.trials_dir.glob(".*.tmp")):
+            junk.unlink(missing_ok=True)
         return self
 
     def meta(self) -> dict:

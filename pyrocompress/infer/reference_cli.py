@@ -1,0 +1,73 @@
+"""``pyrocompress reference RUN_DIR``: a NUTS reference posterior for a trained run, compared with its guide."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _cmd_reference(args: argparse.Namespace) -> int:
+    from ..runs import RunError, load_run
+    from .reference import compare_to_guide, reference_posterior, write_reference
+
+    run = load_run(args.run_dir)
+    if not run.is_bayesian:
+        raise RunError(f"{args.run_dir} is a deterministic run; the reference posterior needs a Bayesian run "
+                       f"(train without --deterministic)")
+    if args.subset is not None and args.subset <= 0:
+        raise ValueError(f"--subset must be positive, got {args.subset}")
+    data = run.load_data()
+    split = data.train
+    if args.subset is not None:
+        split = type(split)(split.x[:args.subset], split.y[:args.subset])
+    ref = reference_posterior(run.model, split, num_chains=args.chains, num_samples=args.samples,
+                              warmup=args.warmup, max_params=args.max_params, allow_large=args.allow_large,
+                              seed=args.seed, guide=run.guide, init=args.init, max_tree_depth=args.max_tree_depth,
+                              jit_compile=args.jit, progress=not args.quiet)
+    comparison = compare_to_guide(ref, run.model, run.guide, redundant_fraction=args.redundant_fraction,
+                                  include_bias=args.include_bias)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "reference"
+    write_reference(out, ref, comparison, extra={"run_dir": str(args.run_dir), "subset": args.subset})
+    d, c = ref.diagnostics, comparison["summary"]
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    print(f"NUTS: {d['num_params']} parameters, {d['num_data']} examples, {d['num_chains']} chains x "
+          f"{d['num_samples']} draws (+{d['warmup']} warmup), {d['seconds']:.1f} s, init={d['init']}")
+    print(f"convergence: max R-hat {fmt(d['max_rhat'])} (threshold {d['rhat_threshold']}), min bulk ESS "
+          f"{d['min_ess_bulk']:.0f}, min tail ESS {d['min_ess_tail']:.0f} (threshold {d['ess_threshold']}), "
+          f"divergences {d['divergences']} -> {'converged' if d['converged'] else 'NOT converged'}")
+    print(f"VI vs HMC over {c['num_weights']} weights: Spearman SNR {fmt(c['spearman_snr'])}, means "
+          f"{fmt(c['spearman_mean'])}, stds {fmt(c['spearman_std'])}; median std ratio VI/HMC "
+          f"{c['median_std_ratio_vi_over_hmc']:.3f}")
+    print(f"redundant sets (lowest {c['redundant_fraction']:.0%} SNR): Jaccard {c['jaccard_redundant']:.3f}; "
+          f"{len(c['vi_only_redundant'])} only VI marks redundant, {len(c['hmc_only_redundant'])} only HMC")
+    print(f"written to {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``reference`` sub-command."""
+    from .reference import DEFAULT_MAX_PARAMS, INIT_STRATEGIES
+
+    p = sub.add_parser("reference", help="NUTS reference posterior of a small Bayesian run, compared with its guide")
+    p.add_argument("run_dir", help="a Bayesian run directory (pyrocompress train --out)")
+    p.add_argument("--chains", type=int, default=2, help="NUTS chains (run one after the other)")
+    p.add_argument("--samples", type=int, default=200, help="draws per chain after warmup")
+    p.add_argument("--warmup", type=int, default=200, help="warmup (adaptation) steps per chain")
+    p.add_argument("--subset", type=int, default=None, help="use only the first N training examples")
+    p.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS,
+                   help="refuse models with more latent parameters than this")
+    p.add_argument("--allow-large", action="store_true", help="run NUTS even above --max-params")
+    p.add_argument("--init", default="auto", help=f"chain initialisation, one of {list(INIT_STRATEGIES)}")
+    p.add_argument("--max-tree-depth", type=int, default=8, help="NUTS maximum tree depth")
+    p.add_argument("--jit", action="store_true", help="compile the potential with torch.jit")
+    p.add_argument("--redundant-fraction", type=float, default=0.5,
+                   help="fraction of weights (lowest SNR) that make the redundant sets")
+    p.add_argument("--include-bias", action="store_true", help="compare biases too")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/reference)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_reference)
