@@ -20,7 +20,8 @@ per-unit Gaussian ``N(mean, var)`` that is pushed through the network layer by l
   (``mean = relu(mu)``, ``var = var * 1[mu > 0]``), which is what the paper used.
 * k x k max-pooling (stride k): ``pool="clark"`` (default) applies Clark's (1961) moments
   of the max of two independent Gaussians pairwise over each window; ``pool="argmax"``
-  takes the window element of largest mean and keeps its variance (the eVI code's rule).
+  takes the window element of largest mean and keeps its variance (the first-order Taylor
+  rule, the eVI-style choice).
 * Flatten, Dropout (identity: moments of the evaluation-mode network), Identity pass through.
 
 Units are treated as independent after every layer (a diagonal covariance): exact for a

@@ -117,9 +117,9 @@ def reference_posterior(model: BayesianModel, data_split, *, num_chains: int = 2
     Models with more than ``max_params`` latent parameters raise :class:`TooLargeError`
     unless ``allow_large``. ``num_threads`` sets torch's intra-op threads while sampling
     (restored after; ``None`` leaves them): NUTS evaluates a tiny network thousands of
-    times, and for tensors this small extra threads only add synchronisation (on a busy
-    machine one thread was ~40x faster). ``jit_compile`` traces the potential with
-    ``torch.jit`` (Pyro's option; about 2x faster per gradient, slower to start).
+    times, and for tensors this small extra threads mostly add synchronisation (measure
+    with ``benchmarks/bench_moments_reference.py``). ``jit_compile`` traces the potential
+    with ``torch.jit`` (Pyro's option: cheaper gradients, a slower start).
     """
     import arviz as az
 

@@ -428,12 +428,6 @@ def cubic_sparsity(step: int, begin: int, end: int, final: float, initial: float
     return final + (initial - final) * (1.0 - frac) ** 3
 
 
-def _warn_reached(method: str, target: float, reached: float, why: str, tol: float = 5e-3) -> None:
-    if reached + tol < target:
-        warnings.warn(f"{method}: the schedule does not reach the target sparsity {target:.4f}: reached "
-                      f"{reached:.4f} ({why})", RuntimeWarning, stacklevel=3)
-
-
 # ----------------------------------------------------------------- helpers
 def _fit_options(options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     opts = dict(options or {})

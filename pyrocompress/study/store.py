@@ -175,7 +175,8 @@ def trial_dataset(rows: Iterable[dict], meta: Optional[dict] = None):
         for d in DIMS:
             if r.get(d) not in coords[d]:
                 coords[d].append(r.get(d))
-        targets[r["operating_point"]] = r.get("target_compression", float("nan"))
+        target = r.get("target_compression")  # NaN (stored as null) for automatic sizes ("auto")
+        targets[r["operating_point"]] = float(target) if isinstance(target, (int, float)) else float("nan")
     cfg = (meta or {}).get("config", {})
     # order the coordinates as the configuration does
     if cfg:

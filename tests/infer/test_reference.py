@@ -93,7 +93,7 @@ def test_svi_against_hmc_end_to_end(tmp_path):
     assert np.isclose(s["jaccard_redundant"], inter / (2 * 33 - inter))
     row = cmp["weights"][0]
     assert row["name"] == "fc1.weight[0,0]"
-    assert np.isclose(row["vi_mean"], float(guide.loc_of("fc1.weight")[0, 0]))
+    assert np.isclose(row["vi_mean"], float(guide.loc_of("fc1.weight").detach()[0, 0]))
     assert np.isclose(row["hmc_mean"], float(ref.samples["fc1.weight"][..., 0, 0].mean()), atol=1e-6)
     out = write_reference(tmp_path / "ref", ref, cmp)
     assert {p.name for p in out.iterdir()} == {"comparison.json", "summary.csv", "weights.csv", "posterior.nc"}

@@ -123,3 +123,16 @@ def test_missing_data_fails_before_training(tmp_path):
     with pytest.raises(DataError, match="not found"):
         run_study(cfg, tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_dataset_orders_points_and_keeps_automatic_ones():
+    from pyrocompress.study.store import trial_dataset
+
+    base = {"dataset": "d", "model": "m", "seed": 0, "status": "ok"}
+    rows = [dict(base, trial_id="a", method="sc", operating_point="auto", target_compression=None, accuracy=0.7),
+            dict(base, trial_id="b", method="mag", operating_point="4x", target_compression=4.0, accuracy=0.8),
+            dict(base, trial_id="c", method="mag", operating_point="2x", target_compression=2.0, accuracy=0.9)]
+    ds = trial_dataset(rows)
+    assert list(ds["operating_point"].values) == ["2x", "4x", "auto"]
+    assert np.isnan(ds["target_compression"].values[-1])
+    assert float(ds["accuracy"].sel({"method": "sc", "operating_point": "auto"}).squeeze()) == 0.7
