@@ -25,3 +25,25 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert test_cmd[0].strip() in [line.strip() for line in ci_lines]
     main_cmd = bash[0].strip().splitlines()[-1]
     assert main_cmd.startswith("pip install torch==2.13.0 && pip install -e . && pyrocompress ")
+
+
+def test_readme_cli_quickstart_runs(tmp_path):
+    """Every line of the CLI quickstart runs (in a scratch folder) and exits 0."""
+    import shlex
+    import subprocess
+    import sys
+
+    block = [b for b in _blocks("bash") if "pyrocompress train" in b]
+    assert block, "README has no CLI quickstart"
+    for line in block[0].splitlines():
+        command = line.split("#")[0].strip()
+        if not command:
+            continue
+        for part in command.split("&&"):
+            argv = shlex.split(part)
+            assert argv[0] == "pyrocompress", argv
+            proc = subprocess.run([sys.executable, "-m", "pyrocompress", *argv[1:]], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, (part, proc.stderr[-2000:])
+    assert (tmp_path / "studies" / "default" / "report" / "report.html").is_file()
+    assert (tmp_path / "runs" / "mlp-sc" / "metrics.json").is_file()

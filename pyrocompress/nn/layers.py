@@ -112,9 +112,18 @@ class BayesLayer(PyroModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _bayes_layer_op(self, x)
 
+    def plain_layer(self, bias: bool) -> nn.Module:
+        """A freshly initialised plain torch layer of the same shape."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def deterministic(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> nn.Module:
         """A plain torch layer with the given weight and bias (e.g. the posterior mean)."""
-        raise NotImplementedError
+        layer = self.plain_layer(bias is not None)
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+        return layer.to(weight.device)
 
 
 class BayesLinear(BayesLayer):
@@ -129,19 +138,14 @@ class BayesLinear(BayesLayer):
         super().__init__((out_features, in_features), bias, prior, bias_prior, init_weight, init_bias)
 
     def default_init(self):
-        ref = nn.Linear(self.in_features, self.out_features)
+        ref = self.plain_layer(True)
         return ref.weight.data, ref.bias.data
 
     def op(self, x, weight, bias):
         return F.linear(x, weight, bias)
 
-    def deterministic(self, weight, bias):
-        layer = nn.Linear(self.in_features, self.out_features, bias=bias is not None)
-        with torch.no_grad():
-            layer.weight.copy_(weight)
-            if bias is not None:
-                layer.bias.copy_(bias)
-        return layer.to(weight.device)
+    def plain_layer(self, bias):
+        return nn.Linear(self.in_features, self.out_features, bias=bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, prior={self.prior}"
@@ -165,25 +169,17 @@ class BayesConv2d(BayesLayer):
         super().__init__((out_channels, in_channels) + tuple(self.kernel_size), bias, prior, bias_prior,
                          init_weight, init_bias)
 
-    def _reference(self) -> nn.Conv2d:
+    def plain_layer(self, bias):
         return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, bias=self.has_bias)
+                         self.padding, self.dilation, bias=bias)
 
     def default_init(self):
-        ref = self._reference()
+        ref = self.plain_layer(self.has_bias)
         return ref.weight.data, (ref.bias.data if ref.bias is not None else None)
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
-    def deterministic(self, weight, bias):
-        layer = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                          self.padding, self.dilation, bias=bias is not None)
-        with torch.no_grad():
-            layer.weight.copy_(weight)
-            if bias is not None:
-                layer.bias.copy_(bias)
-        return layer.to(weight.device)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
