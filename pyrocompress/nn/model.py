@@ -24,7 +24,7 @@ from pyro.nn.module import to_pyro_module_
 from .layers import BayesConv2d, BayesLayer, BayesLinear, bayes_layers
 from .priors import PriorSpec, resolve_prior
 
-__all__ = ["bayesianize", "CategoricalLikelihood", "GaussianLikelihood", "BayesianModel", "is_bayesian_model"]
+__all__ = ["bayesianize", "Likelihood", "CategoricalLikelihood", "GaussianLikelihood", "BayesianModel", "is_bayesian_model"]
 
 _SUPPORTED = (nn.Linear, nn.Conv2d)
 
@@ -96,7 +96,28 @@ def bayesianize(module: nn.Module, prior: PriorSpec = "normal", include: Optiona
     return net
 
 
-class CategoricalLikelihood:
+class Likelihood:
+    """Base of the likelihoods: owns the data plate and scales the minibatch to the data set."""
+
+    num_classes: Optional[int] = None
+
+    def __init__(self, dataset_size: int = 1) -> None:
+        self.dataset_size = int(dataset_size)
+
+    def scale(self, batch_size: int) -> float:
+        return float(self.dataset_size) / float(batch_size)
+
+    def distribution(self, out: torch.Tensor) -> dist.Distribution:
+        """The per-example distribution of y given the network's output (batch first)."""
+        raise NotImplementedError
+
+    def __call__(self, out: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        batch = out.shape[0]
+        with poutine.scale(scale=self.scale(batch)), pyro.plate("data", batch, dim=-1):
+            return pyro.sample("obs", self.distribution(out), obs=y)
+
+
+class CategoricalLikelihood(Likelihood):
     """Categorical likelihood over class logits; owns the data plate.
 
     The minibatch log-likelihood is scaled by ``dataset_size / batch_size`` so the ELBO
@@ -106,16 +127,11 @@ class CategoricalLikelihood:
     def __init__(self, num_classes: int, dataset_size: int = 1) -> None:
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        super().__init__(dataset_size)
         self.num_classes = int(num_classes)
-        self.dataset_size = int(dataset_size)
 
-    def scale(self, batch_size: int) -> float:
-        return float(self.dataset_size) / float(batch_size)
-
-    def __call__(self, logits: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        batch = logits.shape[-2]
-        with poutine.scale(scale=self.scale(batch)), pyro.plate("data", batch, dim=-1):
-            return pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
+    def distribution(self, logits: torch.Tensor) -> dist.Distribution:
+        return dist.Categorical(logits=logits)
 
     def nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of the minibatch, scaled to the data set (lean estimators)."""
@@ -125,27 +141,20 @@ class CategoricalLikelihood:
         return {"name": "categorical", "num_classes": self.num_classes, "dataset_size": self.dataset_size}
 
 
-class GaussianLikelihood:
+class GaussianLikelihood(Likelihood):
     """Gaussian likelihood y ~ N(f(x), noise_scale^2) for regression; owns the data plate.
 
     ``f(x)`` has shape (B, 1) or (B,); the minibatch log-likelihood is scaled to the data set.
     """
 
-    num_classes = None
-
     def __init__(self, noise_scale: float = 1.0, dataset_size: int = 1) -> None:
         if not noise_scale > 0:
             raise ValueError(f"noise_scale must be positive, got {noise_scale}")
+        super().__init__(dataset_size)
         self.noise_scale = float(noise_scale)
-        self.dataset_size = int(dataset_size)
 
-    def scale(self, batch_size: int) -> float:
-        return float(self.dataset_size) / float(batch_size)
-
-    def __call__(self, pred: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        mean = pred.reshape(pred.shape[0])
-        with poutine.scale(scale=self.scale(mean.shape[0])), pyro.plate("data", mean.shape[0], dim=-1):
-            return pyro.sample("obs", dist.Normal(mean, self.noise_scale), obs=y)
+    def distribution(self, pred: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(pred.reshape(pred.shape[0]), self.noise_scale)
 
     def nll(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         mean = pred.reshape(pred.shape[0])
