@@ -47,17 +47,7 @@ class LayerEstimator(Messenger):
         self.scales: dict[str, torch.Tensor] | None = None
 
     def _params(self, layer: BayesLayer):
-        name = layer._pyro_name
-        guide = self.guide
-        w = name + ".weight"
-        lw = guide.loc[w.replace(".", "__")]
-        scales = self.scales
-        sw = scales[w] if scales is not None else guide.scale_of(w, expand=False)
-        if layer.has_bias:
-            b = name + ".bias"
-            sb = scales[b] if scales is not None else guide.scale_of(b, expand=False)
-            return lw, sw, guide.loc[b.replace(".", "__")], sb
-        return lw, sw, None, None
+        return self.guide.layer_params(layer._pyro_name, layer, scales=self.scales)
 
     def _pyro_bayes_layer(self, msg) -> None:
         layer, x = msg["args"]

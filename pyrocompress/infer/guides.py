@@ -14,7 +14,7 @@ untrained Bayesian network behaves like its deterministic twin.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ import pyro.distributions as dist
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
 
-__all__ = ["MeanFieldGuide", "SiteParams", "GUIDES", "make_guide", "inverse_softplus", "posterior_mean_network"]
+__all__ = ["MeanFieldGuide", "GUIDES", "make_guide", "inverse_softplus", "posterior_mean_network"]
 
 GUIDES = ("mean_field", "group_scale")
 
@@ -38,15 +38,6 @@ def inverse_softplus(value: float) -> float:
 
 def _key(site: str) -> str:
     return site.replace(".", "__")
-
-
-class SiteParams:
-    """Location and scale of one site (views of the guide's parameters)."""
-
-    __slots__ = ("name", "loc", "scale")
-
-    def __init__(self, name: str, loc: torch.Tensor, scale: torch.Tensor) -> None:
-        self.name, self.loc, self.scale = name, loc, scale
 
 
 class MeanFieldGuide(nn.Module):
@@ -104,20 +95,20 @@ class MeanFieldGuide(nn.Module):
         computes them once per step and shares them between the layers and the KL."""
         return {full: self.scale_of(full, expand=False) for _, _, full in self._sites}
 
-    def site_params(self, site: str) -> SiteParams:
-        return SiteParams(site, self.loc_of(site), self.scale_of(site))
+    def layer_params(self, layer_name: str, layer: BayesLayer, expand: bool = False,
+                     scales: Optional[dict[str, torch.Tensor]] = None):
+        """(weight loc, weight scale, bias loc or None, bias scale or None) of one layer.
 
-    def layer_params(self, layer_name: str, layer: BayesLayer, expand: bool = False):
-        """(weight loc, weight scale, bias loc or None, bias scale or None) of one layer."""
-        w = f"{layer_name}.weight"
-        lw, sw = self.loc[_key(w)], self.scale_of(w, expand=expand)
+        ``scales`` (from :meth:`scales`) reuses scales already computed this step; they are
+        unexpanded, as with ``expand=False``."""
+        w = layer_name + ".weight"
+        lw = self.loc[_key(w)]
+        sw = scales[w] if scales is not None else self.scale_of(w, expand=expand)
         if layer.has_bias:
-            b = f"{layer_name}.bias"
-            return lw, sw, self.loc[_key(b)], self.scale_of(b, expand=True)
+            b = layer_name + ".bias"
+            sb = scales[b] if scales is not None else self.scale_of(b, expand=True)
+            return lw, sw, self.loc[_key(b)], sb
         return lw, sw, None, None
-
-    def items(self) -> Iterator[tuple[str, str, str]]:
-        return iter(self._sites)
 
     # ------------------------------------------------------------ Pyro guide
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
