@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guide", default="mean_field", help=f"one of {list(GUIDES)}")
     p.add_argument("--init-scale", type=float, default=1e-3, help="initial guide standard deviation")
     p.add_argument("--estimator", default="local_reparam",
-                   help=f"one of {sorted(ESTIMATORS)} or moment_propagation")
+                   help=f"one of {sorted(ESTIMATORS)} or moment_propagation[:relu=taylor,pool=argmax,...]")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -105,9 +105,12 @@ def _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_siz
             with PosteriorMean(guide):
                 probs = F.softmax(model.net(xb), -1)[None]
         elif pyrocompress_guide and str(estimator).lower().startswith("moment"):
-            from .infer.moments import sample_logits  # sampling-free propagation, then Gaussian logit draws
+            from .infer.moments import moment_options, sample_logits  # sampling-free propagation, then logit draws
 
-            probs = F.softmax(sample_logits(model, guide, xb, num_samples), -1)
+            opts = moment_options(estimator)
+            logits = sample_logits(model, guide, xb, num_samples, relu=opts.get("relu", "exact"),
+                                   pool=opts.get("pool", "clark"))
+            probs = F.softmax(logits, -1)
         elif pyrocompress_guide:
             handler = make_estimator(estimator, guide)
             if handler.per_example_noise:

@@ -23,6 +23,7 @@ Outputs (in ``--out``): ``trials.csv`` (one row per trained network), ``deletion
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import statistics
@@ -44,7 +45,10 @@ from pyrocompress.runs import atomic_write_bytes, write_csv, write_json
 from pyrocompress.training import TrainConfig, train
 
 METHODS = {
-    "bayes_mp": {"estimator": "moment_propagation", "guide": "group_scale"},
+    # the paper's eVI rules: first-order (Taylor) ReLU and max-pooling moments
+    "bayes_mp": {"estimator": "moment_propagation:relu=taylor,pool=argmax", "guide": "group_scale"},
+    # exact rectified-Gaussian ReLU moments and Clark's max-pooling moments
+    "bayes_mp_exact": {"estimator": "moment_propagation", "guide": "group_scale"},
     "bayes_lrt": {"estimator": "local_reparam", "guide": "group_scale"},
     "vanilla": {"deterministic": True},
 }
@@ -140,11 +144,13 @@ def run(args) -> dict:
     data = pc.load_dataset(args.dataset, args.data_dir, seed=0, limit=args.limit)
     trials, deletion_rows, norms_rows = [], [], []
     start = time.perf_counter()
-    for n in args.kernels:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seeds outermost: an interrupted run still has every N for the first seeds
+        for n in args.kernels:
             for method in args.methods:
                 t0 = time.perf_counter()
                 opts = dict(METHODS[method])
+                if not opts.get("deterministic"):
+                    opts["prior"] = args.prior
                 cfg = TrainConfig(dataset=args.dataset, model="kernelnet", model_options={"kernels": n},
                                   epochs=args.epochs, lr=args.lr, seed=seed, device=str(device),
                                   eval_samples=args.eval_samples, limit=args.limit, **opts)
@@ -183,32 +189,50 @@ def run(args) -> dict:
                 write_csv(out / "deletion.csv", deletion_rows)
                 write_csv(out / "norms.csv", norms_rows)
 
+    seconds = time.perf_counter() - start
+    header = (f"# Self-compression experiment ({args.dataset}, epochs {args.epochs}, seeds {args.seeds}, "
+              f"prior {args.prior}, limit {args.limit}, {seconds:.0f} s on {device})\n\n")
+    summary = summarize(out, trials, deletion_rows, norms_rows, header, extra={"args": vars(args), "seconds": seconds})
+    return {"trials": trials, "summary": summary, "seconds": seconds}
+
+
+def summarize(out: Path, trials, deletion_rows, norms_rows, header: str, extra: dict | None = None) -> list[dict]:
+    """Write summary.md / summary.json (mean +- std over the seeds present) and the figures."""
+    kernels = sorted({r["kernels"] for r in trials})
+    methods = [m for m in METHODS if any(r["method"] == m for r in trials)]
     summary = []
-    lines = ["| N | method | test accuracy | near-zero kernels | iterative: kernels | iterative: accuracy |",
-             "|---|---|---|---|---|---|"]
-    for n in args.kernels:
-        for method in args.methods:
+    lines = ["| N | method | seeds | test accuracy | near-zero kernels | iterative: kernels | iterative: accuracy "
+             "| train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n in kernels:
+        for method in methods:
             rows = [r for r in trials if r["kernels"] == n and r["method"] == method]
+            if not rows:
+                continue
             acc = _mean_std([r["test_accuracy"] for r in rows])
             nz = _mean_std([r["near_zero_kernels"] for r in rows])
             ik = _mean_std([r.get("iterative_kernels") for r in rows])
             ia = _mean_std([r.get("iterative_accuracy") for r in rows])
+            secs = _mean_std([r["train_seconds"] for r in rows])
             summary.append({"kernels": n, "method": method, "accuracy": acc, "near_zero": nz,
-                            "iterative_kernels": ik, "iterative_accuracy": ia, "seeds": len(rows)})
+                            "iterative_kernels": ik, "iterative_accuracy": ia, "seeds": len(rows),
+                            "train_seconds": secs})
 
             def fmt(ms, pct=False):
                 if ms[0] is None:
                     return "-"
                 return f"{100 * ms[0]:.2f} +- {100 * ms[1]:.2f}" if pct else f"{ms[0]:.1f} +- {ms[1]:.1f}"
-            lines.append(f"| {n} | {method} | {fmt(acc, True)} | {fmt(nz)} | {fmt(ik)} | {fmt(ia, True)} |")
+            lines.append(f"| {n} | {method} | {len(rows)} | {fmt(acc, True)} | {fmt(nz)} | {fmt(ik)} | {fmt(ia, True)} "
+                         f"| {secs[0]:.0f} |")
     lines.append("")
     lines.append("Deletion curves (mean test accuracy over seeds, lowest-norm kernels deleted first):")
     lines.append("")
     lines.append("| N | method | deleted | accuracy | after fine-tuning |")
     lines.append("|---|---|---|---|---|")
-    for n in args.kernels:
-        for method in args.methods:
-            for frac in args.delete_fractions:
+    fractions = sorted({r["fraction"] for r in deletion_rows})
+    for n in kernels:
+        for method in methods:
+            for frac in fractions:
                 rows = [r for r in deletion_rows if r["kernels"] == n and r["method"] == method
                         and r["fraction"] == frac]
                 if not rows:
@@ -217,14 +241,37 @@ def run(args) -> dict:
                 f = _mean_std([r["accuracy_finetuned"] for r in rows])
                 lines.append(f"| {n} | {method} | {rows[0]['deleted']} | {100 * a[0]:.2f} +- {100 * a[1]:.2f} | "
                              + (f"{100 * f[0]:.2f} +- {100 * f[1]:.2f}" if f[0] is not None else "-") + " |")
-    seconds = time.perf_counter() - start
-    header = (f"# Self-compression experiment ({args.dataset}, epochs {args.epochs}, seeds {args.seeds}, "
-              f"limit {args.limit}, {seconds:.0f} s on {device})\n\n")
     atomic_write_bytes(out / "summary.md", (header + "\n".join(lines) + "\n").encode())
-    write_json(out / "summary.json", {"args": vars(args), "seconds": seconds, "summary": summary})
-    _figures(out, norms_rows, deletion_rows, args.kernels)
+    write_json(out / "summary.json", {**(extra or {}), "summary": summary})
+    _figures(out, norms_rows, deletion_rows, kernels)
     print(header + "\n".join(lines))
-    return {"trials": trials, "summary": summary, "seconds": seconds}
+    return summary
+
+
+def _read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV written by this script, with numbers parsed back and empty cells as None."""
+    def parse(value: str):
+        if value == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value
+    with open(path, newline="") as fh:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def summarize_existing(out: Path) -> list[dict]:
+    """Re-summarise the CSVs of an earlier (possibly interrupted) run in ``out``."""
+    missing = [name for name in ("trials.csv", "deletion.csv", "norms.csv") if not (out / name).is_file()]
+    if missing:
+        raise SystemExit(f"{out}: missing {missing}; run the experiment with --out {out} first")
+    trials = _read_csv(out / "trials.csv")
+    header = (f"# Self-compression experiment (re-summarised from {out}: {len(trials)} trained networks, "
+              f"seeds {sorted({r['seed'] for r in trials})}, {sum(r['seconds'] for r in trials):.0f} s of trials)\n\n")
+    return summarize(out, trials, _read_csv(out / "deletion.csv"), _read_csv(out / "norms.csv"), header)
 
 
 def parse_args(argv=None):
@@ -237,6 +284,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--prior", default="normal", help="prior of the Bayesian networks, e.g. normal or normal:0.1")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-samples", type=int, default=16)
     p.add_argument("--near-zero", type=float, default=0.1, help="near zero: norm below this fraction of the max")
@@ -248,6 +296,8 @@ def parse_args(argv=None):
     p.add_argument("--max-rounds", type=int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="results/self_compression")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="only re-summarise the CSVs already in --out (e.g. of an interrupted run)")
     args = p.parse_args(argv)
     if args.config:
         cfg = tomllib.loads(Path(args.config).read_text())
@@ -262,5 +312,9 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    run(parse_args())
+    parsed = parse_args()
+    if parsed.summarize_only:
+        summarize_existing(Path(parsed.out))
+    else:
+        run(parsed)
     sys.exit(0)

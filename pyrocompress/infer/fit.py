@@ -244,7 +244,8 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
     """Train a Bayesian model with SVI and return what happened.
 
     ``estimator`` picks how the lean ELBO samples (``local_reparam``, ``flipout``,
-    ``weight_sampling``; ``moment_propagation`` where registered) and applies to
+    ``weight_sampling``; ``moment_propagation[:relu=taylor,pool=argmax,...]``, see
+    :func:`~pyrocompress.infer.moments.moment_options`) and applies to
     pyrocompress guides; pass ``elbo`` (any ``pyro.infer.ELBO``) to use Pyro's own
     estimators, which any guide (autoguides included) supports. ``kl_weight`` and
     ``kl_anneal_epochs`` (linear warm-up) weight the KL term. ``patience`` enables early
@@ -269,10 +270,10 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
     lean = elbo is None and isinstance(guide, MeanFieldGuide)
     if lean:
         guide.check_belongs_to(model)
-        if estimator == "moment_propagation" or str(estimator).startswith("moment"):
-            from .moments import MomentPropagationELBO  # registered by the moment-propagation module
+        from .moments import MomentPropagationELBO, is_moment_estimator
 
-            elbo = MomentPropagationELBO(num_particles=num_particles, kl_weight=kl_weight)
+        if is_moment_estimator(estimator):
+            elbo = MomentPropagationELBO.from_name(estimator, num_particles=num_particles, kl_weight=kl_weight)
         else:
             elbo = MeanFieldELBO(estimator=estimator, num_particles=num_particles, kl_weight=kl_weight)
     elif elbo is None:

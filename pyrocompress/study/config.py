@@ -500,9 +500,17 @@ def _check_bayesian(values: dict, c: _Checker) -> None:
             raise c.error(("bayesian", "prior"), f"{exc} (valid priors: {sorted(PRIORS)})") from None
     if "guide" in values and values["guide"] not in GUIDES:
         raise c.error(("bayesian", "guide"), f"unknown guide {values['guide']!r}; valid guides: {list(GUIDES)}")
-    valid_est = sorted(set(ESTIMATORS) | {"moment_propagation"})
-    if "estimator" in values and values["estimator"] not in valid_est:
-        raise c.error(("bayesian", "estimator"), f"unknown estimator {values['estimator']!r}; valid: {valid_est}")
+    from ..infer.moments import is_moment_estimator, moment_options
+
+    valid_est = sorted(set(ESTIMATORS) | {"moment_propagation[:key=value,...]"})
+    if "estimator" in values:
+        if is_moment_estimator(values["estimator"]):
+            try:
+                moment_options(values["estimator"])
+            except ValueError as exc:
+                raise c.error(("bayesian", "estimator"), str(exc)) from None
+        elif values["estimator"] not in ESTIMATORS:
+            raise c.error(("bayesian", "estimator"), f"unknown estimator {values['estimator']!r}; valid: {valid_est}")
 
 
 def copy_config(cfg: StudyConfig, **changes) -> StudyConfig:

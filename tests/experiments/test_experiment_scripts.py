@@ -17,10 +17,19 @@ def test_self_compression_experiment_smoke(tmp_path):
     out = tmp_path / "sc"
     _run(["experiments/self_compression/run.py", "--dataset", "digits", "--kernels", "6", "--seeds", "0",
           "--epochs", "1", "--max-rounds", "2", "--delete-fractions", "0", "0.5", "--finetune-fractions", "0.5",
-          "--out", str(out)], tmp_path)
+          "--prior", "normal:0.1", "--out", str(out)], tmp_path)
     rows = list(csv.DictReader(open(out / "trials.csv")))
-    assert {r["method"] for r in rows} == {"bayes_mp", "bayes_lrt", "vanilla"}
+    assert {r["method"] for r in rows} == {"bayes_mp", "bayes_mp_exact", "bayes_lrt", "vanilla"}
+    assert "prior normal:0.1" in (out / "summary.md").read_text()
     assert all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)
     assert (out / "summary.md").is_file() and (out / "norm_hist_N6.png").is_file()
     deletion = list(csv.DictReader(open(out / "deletion.csv")))
     assert {int(r["deleted"]) for r in deletion} == {0, 3}
+    # an interrupted run is re-summarised from its CSVs: the same table rows come back
+    before = (out / "summary.md").read_text().splitlines()[1:]
+    (out / "summary.md").unlink()
+    _run(["experiments/self_compression/run.py", "--summarize-only", "--out", str(out)], tmp_path)
+    assert (out / "summary.md").read_text().splitlines()[1:] == before
+    proc = subprocess.run([sys.executable, "experiments/self_compression/run.py", "--summarize-only", "--out",
+                           str(tmp_path / "nothing")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "missing" in proc.stderr

@@ -14,6 +14,7 @@ from pyrocompress.data import load_dataset
 from pyrocompress.infer import fit
 from pyrocompress.infer.guides import MeanFieldGuide
 from pyrocompress.infer.moments import (MomentPropagationELBO, UnsupportedLayerError, bayes_layer_moments,
+                                        is_moment_estimator, moment_options,
                                         gaussian_max_moments, maxpool_moments, propagate_moments, relu_moments)
 from pyrocompress.metrics import classification_metrics, predictive_probs
 from pyrocompress.nn.model import BayesianModel
@@ -255,6 +256,44 @@ def test_moment_propagation_learns_digits():
     assert torch.allclose(probs.sum(1), torch.ones(len(data.test)), atol=1e-5)
 
 
+def test_estimator_name_selects_the_moment_rules_through_fit_and_predict():
+    opts = moment_options("moment_propagation:relu=taylor,pool=argmax,likelihood=probit,logit_samples=4")
+    assert opts == {"relu": "taylor", "pool": "argmax", "likelihood": "probit", "logit_samples": 4}
+    assert moment_options("moment_propagation") == {}
+    assert is_moment_estimator("Moment-Propagation:relu=taylor") and not is_moment_estimator("local_reparam")
+    elbo = MomentPropagationELBO.from_name("moment_propagation:pool=argmax", kl_weight=0.5)
+    assert (elbo.relu, elbo.pool, elbo.kl_weight) == ("exact", "argmax", 0.5)
+    for bad, match in (("moment_propagation:relu=sigmoid", "relu.*exact.*taylor"),
+                       ("moment_propagation:pooling=argmax", "bad moment-propagation option.*pooling"),
+                       ("moment_propagation:relu", "key=value"),
+                       ("moment_propagation:logit_samples=0", "logit_samples must be a positive integer"),
+                       ("local_reparam", "not a moment-propagation estimator")):
+        with pytest.raises(ValueError, match=match):
+            moment_options(bad)
+
+    # the paper's first-order rules train through fit() and predict with the same rules
+    torch.set_default_dtype(torch.float32)  # the data are float32 (the fixture restores the default)
+    data = load_dataset("digits", seed=0, limit=400)
+    torch.manual_seed(0)
+    arch = build_model("kernelnet", data.input_shape, 10, kernels=4, kernel_size=3)
+    model = BayesianModel.from_module(arch, 10, dataset_size=len(data.train))
+    guide = MeanFieldGuide(model, shared_scale="group")
+    name = "moment_propagation:relu=taylor,pool=argmax"
+    fit(model, guide, data, epochs=1, batch_size=64, estimator=name, seed=0, device="cpu")
+    x = data.test.x[:16]
+    mean, var = propagate_moments(model, guide, x, relu="taylor", pool="argmax")
+    exact_mean, _ = propagate_moments(model, guide, x)
+    assert not torch.allclose(mean, exact_mean)  # the two rule sets differ, so the check below is meaningful
+    torch.manual_seed(1)
+    probs = predictive_probs(model, guide, x, num_samples=4, estimator=name)
+    torch.manual_seed(1)
+    eps = torch.randn((4,) + tuple(mean.shape))
+    expected = F.softmax(mean + var.clamp_min(0).sqrt() * eps, -1).mean(0)
+    assert torch.allclose(probs, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="bad moment-propagation option"):
+        fit(model, guide, data, epochs=1, estimator="moment_propagation:foo=1", device="cpu")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_moments_on_gpu_match_cpu():
     torch.manual_seed(0)
@@ -267,3 +306,43 @@ def test_moments_on_gpu_match_cpu():
     guide.cuda()
     m_gpu, v_gpu = propagate_moments(model, guide, x.cuda())
     assert torch.allclose(m_gpu.cpu(), m_cpu, atol=1e-8) and torch.allclose(v_gpu.cpu(), v_cpu, atol=1e-8)
+
+
+def _autograd_relu(m, v):
+    """The rectified-Gaussian moments written out for autograd (the reference for the fused ops)."""
+    s = torch.sqrt(v)
+    a = m / s
+    cdf, pdf = torch.special.ndtr(a), torch.exp(-0.5 * a * a) / (2 * torch.pi) ** 0.5
+    mean = m * cdf + s * pdf
+    second = (m * m + v) * cdf + m * s * pdf
+    return mean, second - mean * mean
+
+
+def test_fused_relu_and_max_gradients_match_autograd_and_finite_differences():
+    g = torch.Generator().manual_seed(3)
+    m = (2 * torch.randn(50, generator=g)).requires_grad_()
+    v = (0.05 + 2 * torch.rand(50, generator=g)).requires_grad_()
+    mean, var = relu_moments(m, v, "exact")
+    ref_mean, ref_var = _autograd_relu(m, v)
+    assert torch.allclose(mean, ref_mean, atol=1e-10) and torch.allclose(var, ref_var, atol=1e-9)
+    w1, w2 = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    grads = torch.autograd.grad((w1 * mean + w2 * var).sum(), (m, v))
+    ref = torch.autograd.grad((w1 * ref_mean + w2 * ref_var).sum(), (m, v))
+    for got, want in zip(grads, ref):
+        assert torch.allclose(got, want, atol=1e-8), (got - want).abs().max()
+    assert torch.autograd.gradcheck(lambda a, b: relu_moments(a, b, "exact"), (m, v))
+
+    m1, m2 = (torch.randn(40, generator=g) for _ in range(2))
+    v1, v2 = (0.05 + torch.rand(40, generator=g) for _ in range(2))
+    inputs = tuple(t.clone().requires_grad_() for t in (m1, v1, m2, v2))
+    mean, var = gaussian_max_moments(*inputs)
+    # reference: max = z2 + relu(z1 - z2), Var = v2 (1 - 2 Phi(a)) + Var[relu(d)] (Stein's lemma)
+    rm, rv = _autograd_relu(inputs[0] - inputs[2], inputs[1] + inputs[3])
+    a = (inputs[0] - inputs[2]) / torch.sqrt(inputs[1] + inputs[3])
+    ref_mean, ref_var = inputs[2] + rm, inputs[3] * (1 - 2 * torch.special.ndtr(a)) + rv
+    assert torch.allclose(mean, ref_mean, atol=1e-10) and torch.allclose(var, ref_var, atol=1e-9)
+    grads = torch.autograd.grad((w1[:40] * mean + w2[:40] * var).sum(), inputs)
+    ref = torch.autograd.grad((w1[:40] * ref_mean + w2[:40] * ref_var).sum(), inputs)
+    for got, want in zip(grads, ref):
+        assert torch.allclose(got, want, atol=1e-8), (got - want).abs().max()
+    assert torch.autograd.gradcheck(gaussian_max_moments, inputs)

@@ -96,3 +96,12 @@ def test_shipped_experiment_configs_are_valid():
     for f in files:
         cfg = load_config(f)
         assert cfg.name == f.stem and len(cfg.seeds) >= 3
+
+
+def test_moment_propagation_estimator_names_are_checked():
+    cfg = parse_config(BASE + '\n[bayesian]\nestimator = "moment_propagation:relu=taylor,pool=argmax"\n')
+    assert cfg is not None
+    with pytest.raises(StudyConfigError, match=r"bayesian\.estimator.*relu.*exact.*taylor"):
+        parse_config(BASE + '\n[bayesian]\nestimator = "moment_propagation:relu=tanh"\n')
+    with pytest.raises(StudyConfigError, match=r"bayesian\.estimator.*unknown estimator 'flip'"):
+        parse_config(BASE + '\n[bayesian]\nestimator = "flip"\n')
