@@ -76,13 +76,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .infer.guides import posterior_mean_network
-    from .metrics import evaluate
+    from .metrics import evaluate, predictive_estimator
     from .runs import load_run, write_json
 
     run = load_run(args.run_dir)
     data = run.load_data()
     if run.is_bayesian:
-        metrics = evaluate(run.model, data.test, run.guide, num_samples=args.samples)
+        estimator = predictive_estimator(run.config.get("train", {}).get("estimator", "local_reparam"))
+        metrics = evaluate(run.model, data.test, run.guide, num_samples=args.samples, estimator=estimator)
         mean = evaluate(posterior_mean_network(run.model, run.guide), data.test)
         metrics.update({f"mean_{k}": v for k, v in mean.items()})
     else:

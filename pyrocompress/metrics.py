@@ -135,15 +135,29 @@ def _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_siz
     return torch.cat(chunks, dim=1)
 
 
+def predictive_estimator(training_estimator: str) -> str:
+    """The estimator of the posterior predictive of a guide trained with ``training_estimator``.
+
+    Moment propagation predicts with its own propagated moments (one pass, the rules it was
+    trained with, as the eVI papers do); every sampling estimator with local
+    reparameterization, whose draws are exact per-example samples under q(w).
+    """
+    return str(training_estimator) if str(training_estimator).lower().startswith("moment") else "local_reparam"
+
+
 def evaluate(model, split, guide=None, num_samples: int = 16, mode: str = "predictive",
-             batch_size: int = 2048) -> dict[str, float]:
-    """Metrics of a Bayesian model (with its guide) or of a plain ``nn.Module`` on a split."""
+             batch_size: int = 2048, estimator: str = "local_reparam") -> dict[str, float]:
+    """Metrics of a Bayesian model (with its guide) or of a plain ``nn.Module`` on a split.
+
+    ``estimator`` draws the Bayesian predictive (see :func:`predictive_probs`).
+    """
     x, y = split.x, split.y
     if isinstance(model, BayesianModel):
         if guide is None:
             raise ValueError("evaluating a BayesianModel needs its guide")
         device = model.device
-        probs = predictive_probs(model, guide, x.to(device), num_samples, mode, batch_size=batch_size)
+        probs = predictive_probs(model, guide, x.to(device), num_samples, mode, estimator=estimator,
+                                 batch_size=batch_size)
     else:
         device = next(model.parameters()).device
         probs = network_probs(model, x.to(device), batch_size)

@@ -11,7 +11,7 @@ import torch
 from .data import DataBundle, load_dataset
 from .infer.fit import fit, fit_deterministic, resolve_device
 from .infer.guides import make_guide, posterior_mean_network
-from .metrics import evaluate, parameter_counts
+from .metrics import evaluate, parameter_counts, predictive_estimator
 from .nn.model import BayesianModel
 from .nn.zoo import build_model
 from .runs import save_run
@@ -122,7 +122,8 @@ def train(cfg: TrainConfig, data: Optional[DataBundle] = None, out: Optional[str
                      optimizer=cfg.optimizer, estimator=cfg.estimator, num_particles=cfg.particles,
                      kl_weight=cfg.kl_weight, kl_anneal_epochs=cfg.kl_anneal_epochs, lr_schedule=cfg.lr_schedule,
                      seed=cfg.seed, device=device, patience=cfg.patience, checkpoint=save, progress=progress)
-        metrics = evaluate(model, data.test, guide, num_samples=cfg.eval_samples)
+        metrics = evaluate(model, data.test, guide, num_samples=cfg.eval_samples,
+                           estimator=predictive_estimator(cfg.estimator))
         mean_metrics = evaluate(posterior_mean_network(model, guide), data.test)
         metrics.update({f"mean_{k}": v for k, v in mean_metrics.items()})
         counts = parameter_counts(model, guide)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data import Batches, DataBundle, DataError, Split
 from .._scope import pyro_scope
-from ..metrics import classification_metrics, network_probs, predictive_probs
+from ..metrics import classification_metrics, network_probs, predictive_estimator, predictive_probs
 from ..nn.model import BayesianModel
 from .elbo import MeanFieldELBO
 from .guides import MeanFieldGuide
@@ -301,6 +301,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         if not params:
             raise ValueError("the model and guide have no trainable parameters")
 
+        val_estimator = predictive_estimator(estimator) if lean else "local_reparam"
         if hasattr(elbo, "loss_terms"):
             def step_terms(xb, yb, kl_w):
                 nll, kl, logits = elbo.loss_terms(model, guide, xb, yb, return_logits=True)
@@ -310,7 +311,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
                 return elbo.differentiable_loss(model, guide, xb, yb), {"loss": None}, None
 
         def evaluate_val(split: Split) -> dict:
-            probs = predictive_probs(model, guide, split.x, num_samples=val_samples)
+            probs = predictive_probs(model, guide, split.x, num_samples=val_samples, estimator=val_estimator)
             return classification_metrics(probs, split.y)
 
         result = _train_loop(modules=modules, params=params, step_terms=step_terms, evaluate_val=evaluate_val,

@@ -42,7 +42,7 @@ from torch import nn
 from ..data import DataBundle
 from ..infer.fit import fit
 from ..infer.guides import MeanFieldGuide, posterior_mean_network
-from ..metrics import evaluate, parameter_counts
+from ..metrics import evaluate, parameter_counts, predictive_estimator
 from ..nn.arch import build, describe
 from ..nn.model import BayesianModel
 from .masks import Masks
@@ -68,10 +68,10 @@ class SelfCompressionResult:
         return max((r["round"] for r in self.history), default=0)
 
 
-def _evaluate(model: BayesianModel, guide, split, samples: int, seed: int) -> dict[str, float]:
+def _evaluate(model: BayesianModel, guide, split, samples: int, seed: int, estimator: str) -> dict[str, float]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return evaluate(model, split, guide, num_samples=samples)
+        return evaluate(model, split, guide, num_samples=samples, estimator=predictive_estimator(estimator))
 
 
 def _zero_masks(model: BayesianModel, guide) -> Masks:
@@ -156,7 +156,8 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
 
     model, guide = copy.deepcopy(model), copy.deepcopy(guide)
     start = time.perf_counter()
-    base = _evaluate(model, guide, split, eval_samples, seed)
+    estimator = options.get("estimator", "local_reparam")
+    base = _evaluate(model, guide, split, eval_samples, seed, estimator)
     history = [_row(0, "initial", True, model, guide, base, time.perf_counter() - start, 0)]
     floor = base["accuracy"] - tolerance / 100.0
     best = (model, guide)
@@ -188,7 +189,7 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
                 action = "deleted+finetuned"
             hook = _zero_masks(new_model, new_guide).step_hook() if policy.structure == "weight" else None
             fit(new_model, new_guide, data, epochs=finetune_epochs, seed=seed + rnd, step_hook=hook, **options)
-        metrics = _evaluate(new_model, new_guide, split, eval_samples, seed)
+        metrics = _evaluate(new_model, new_guide, split, eval_samples, seed, estimator)
         within = metrics["accuracy"] >= floor - 1e-12
         accepted = within or not iterative  # one-shot returns its result; the row says whether it is within
         history.append(_row(rnd, action, within, new_model, new_guide, metrics, time.perf_counter() - t0,
