@@ -40,7 +40,7 @@ from .._scope import pyro_scope
 from ..nn.model import BayesianModel
 
 __all__ = ["reference_posterior", "compare_to_guide", "ReferencePosterior", "count_latent_parameters",
-           "write_reference", "DEFAULT_MAX_PARAMS", "INIT_STRATEGIES", "TooLargeError"]
+           "write_reference", "load_reference", "model_fingerprint", "ReferenceMismatchError", "DEFAULT_MAX_PARAMS", "INIT_STRATEGIES", "TooLargeError"]
 
 #: NUTS is refused above this many latent parameters unless ``allow_large=True``.
 DEFAULT_MAX_PARAMS = 2000
@@ -51,6 +51,21 @@ ESS_PER_CHAIN = 100  # bulk and tail ESS >= 100 per chain (Vehtari et al. 2021 a
 
 class TooLargeError(ValueError):
     """The model has more latent parameters than NUTS is allowed to sample here."""
+
+
+class ReferenceMismatchError(ValueError):
+    """A stored reference posterior is not the posterior of the model it is compared with."""
+
+
+def model_fingerprint(model: BayesianModel) -> dict[str, Any]:
+    """What defines the posterior NUTS samples: the architecture, the Bayesian layers' priors and the
+    likelihood (without the data-set size, which NUTS sets to the data it is given)."""
+    from ..runs import bayesian_config
+
+    cfg = bayesian_config(model, None)
+    likelihood = {k: v for k, v in cfg["likelihood"].items() if k != "dataset_size"}
+    return {"architecture": cfg["architecture"], "bayesian_layers": cfg["bayesian_layers"],
+            "priors": cfg["priors"], "likelihood": likelihood}
 
 
 def count_latent_parameters(model: BayesianModel) -> int:
@@ -359,3 +374,52 @@ def write_reference(out_dir: str | os.PathLike, reference: ReferencePosterior,
         doc.update(extra)
     write_json(out / "comparison.json", doc)
     return out
+
+
+def load_reference(out_dir: str | os.PathLike, model: Optional[BayesianModel] = None,
+                   num_data: Optional[int] = None) -> ReferencePosterior:
+    """Load a reference posterior written by :func:`write_reference` (no NUTS is run).
+
+    With ``model`` the stored draws are checked to be that model's posterior: the same sites
+    and shapes and, where the folder records it (``model`` in ``comparison.json``), the same
+    architecture, priors and likelihood; with ``num_data`` the same number of examples. A
+    mismatch raises :class:`ReferenceMismatchError` naming it (a reference of another prior or
+    data set would make every comparison meaningless). Only netCDF, CSV and JSON are read.
+    """
+    import arviz as az
+    import pandas as pd
+
+    out = Path(out_dir)
+    missing = [n for n in ("posterior.nc", "comparison.json", "summary.csv") if not (out / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out} is not a reference folder (missing {missing}); write one with "
+                                f"`pyrocompress reference RUN_DIR --out {out}`")
+    import json
+
+    try:
+        doc = json.loads((out / "comparison.json").read_text())
+        idata = az.from_netcdf(str(out / "posterior.nc"))
+        summary = pd.read_csv(out / "summary.csv").set_index("parameter")
+    except (ValueError, OSError, KeyError) as exc:
+        raise ReferenceMismatchError(f"{out}: cannot read the reference posterior ({exc}); run NUTS again") from None
+    sites = list(idata.posterior.data_vars)
+    samples = {s: torch.as_tensor(np.asarray(idata.posterior[s].values)) for s in sites}
+    diagnostics, config = doc.get("diagnostics", {}), doc.get("config", {})
+    if model is not None:
+        expected = {s: tuple(model.net.get_submodule(s.rsplit(".", 1)[0]).site_shape(s.rsplit(".", 1)[1]))
+                    for s in model.site_names()}
+        got = {s: tuple(t.shape[2:]) for s, t in samples.items()}
+        if got != expected:
+            raise ReferenceMismatchError(f"{out} holds draws of {got}, the model has sites {expected}: it is the "
+                                         f"posterior of another model")
+        stored = doc.get("model")
+        if stored is not None:
+            mine = json.loads(json.dumps(model_fingerprint(model)))
+            for key, what in (("architecture", "architecture"), ("priors", "prior"), ("likelihood", "likelihood")):
+                if stored.get(key) != mine.get(key):
+                    raise ReferenceMismatchError(f"{out} was sampled under another {what} ({stored.get(key)}) than "
+                                                 f"the model's ({mine.get(key)}); run NUTS for this model")
+    if num_data is not None and diagnostics.get("num_data") not in (None, int(num_data)):
+        raise ReferenceMismatchError(f"{out} conditions on {diagnostics.get('num_data')} examples, this data has "
+                                     f"{num_data}; use the same data (and --subset) or run NUTS again")
+    return ReferencePosterior(samples, idata, summary, diagnostics, config)

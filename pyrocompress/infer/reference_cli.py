@@ -9,7 +9,7 @@ __all__ = ["register"]
 
 def _cmd_reference(args: argparse.Namespace) -> int:
     from ..runs import RunError, load_run
-    from .reference import compare_to_guide, reference_posterior, write_reference
+    from .reference import compare_to_guide, load_reference, model_fingerprint, reference_posterior, write_reference
 
     run = load_run(args.run_dir)
     if not run.is_bayesian:
@@ -21,20 +21,26 @@ def _cmd_reference(args: argparse.Namespace) -> int:
     split = data.train
     if args.subset is not None:
         split = type(split)(split.x[:args.subset], split.y[:args.subset])
-    ref = reference_posterior(run.model, split, num_chains=args.chains, num_samples=args.samples,
-                              warmup=args.warmup, max_params=args.max_params, allow_large=args.allow_large,
-                              seed=args.seed, guide=run.guide, init=args.init, max_tree_depth=args.max_tree_depth,
-                              jit_compile=args.jit, progress=not args.quiet)
+    if args.reference_from:
+        ref = load_reference(args.reference_from, model=run.model, num_data=len(split))
+    else:
+        ref = reference_posterior(run.model, split, num_chains=args.chains, num_samples=args.samples,
+                                  warmup=args.warmup, max_params=args.max_params, allow_large=args.allow_large,
+                                  seed=args.seed, guide=run.guide, init=args.init,
+                                  max_tree_depth=args.max_tree_depth, jit_compile=args.jit, progress=not args.quiet)
     comparison = compare_to_guide(ref, run.model, run.guide, redundant_fraction=args.redundant_fraction,
                                   include_bias=args.include_bias)
     out = Path(args.out) if args.out else Path(args.run_dir) / "reference"
-    write_reference(out, ref, comparison, extra={"run_dir": str(args.run_dir), "subset": args.subset})
+    write_reference(out, ref, comparison, extra={"run_dir": str(args.run_dir), "subset": args.subset,
+                                                 "reference_from": args.reference_from,
+                                                 "model": model_fingerprint(run.model)})
     d, c = ref.diagnostics, comparison["summary"]
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
 
-    print(f"NUTS: {d['num_params']} parameters, {d['num_data']} examples, {d['num_chains']} chains x "
+    reused = f" (reused from {args.reference_from})" if args.reference_from else ""
+    print(f"NUTS{reused}: {d['num_params']} parameters, {d['num_data']} examples, {d['num_chains']} chains x "
           f"{d['num_samples']} draws (+{d['warmup']} warmup), {d['seconds']:.1f} s, init={d['init']}")
     print(f"convergence: max R-hat {fmt(d['max_rhat'])} (threshold {d['rhat_threshold']}), min bulk ESS "
           f"{d['min_ess_bulk']:.0f}, min tail ESS {d['min_ess_tail']:.0f} (threshold {d['ess_threshold']}), "
@@ -68,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fraction of weights (lowest SNR) that make the redundant sets")
     p.add_argument("--include-bias", action="store_true", help="compare biases too")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference-from", default=None, metavar="DIR",
+                   help="reuse the NUTS posterior in DIR (an earlier --out of the same model, prior and data) "
+                        "instead of sampling again, e.g. to compare a longer-trained guide")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/reference)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_reference)

@@ -117,6 +117,23 @@ def test_reference_cli_and_size_limit(tmp_path, capsys):
     doc = json.loads((run_dir / "reference" / "comparison.json").read_text())
     assert doc["diagnostics"]["num_data"] == 30 and doc["diagnostics"]["num_chains"] == 2
     assert "spearman_snr" in doc["comparison"]
+    # the stored posterior is reused (no NUTS) for the same model, prior and data, refused for another
+    code = main(["reference", str(run_dir), "--reference-from", str(run_dir / "reference"), "--subset", "30",
+                 "--out", str(tmp_path / "again"), "--quiet"])
+    assert code == 0 and "reused from" in capsys.readouterr().out
+    again = json.loads((tmp_path / "again" / "comparison.json").read_text())
+    assert again["comparison"]["spearman_snr"] == doc["comparison"]["spearman_snr"]
+    assert main(["reference", str(run_dir), "--reference-from", str(run_dir / "reference"), "--quiet",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "conditions on 30 examples" in capsys.readouterr().err
+    other = tmp_path / "other"
+    train(TrainConfig(dataset="digits", model="mlp", model_options={"hidden": [2]}, prior="normal:0.5", epochs=1,
+                      limit=200, device="cpu"), out=other)
+    assert main(["reference", str(other), "--reference-from", str(run_dir / "reference"), "--subset", "30",
+                 "--quiet", "--out", str(tmp_path / "y")]) == 2
+    assert "another prior" in capsys.readouterr().err
+    assert main(["reference", str(other), "--reference-from", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    assert "not a reference folder" in capsys.readouterr().err
     # above the size limit: a clear refusal (exit status 2, the reason and the override named)
     code = main(["reference", str(run_dir), "--max-params", "100"])
     assert code == 2
