@@ -263,15 +263,30 @@ def _read_csv(path: Path) -> list[dict]:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def summarize_existing(out: Path) -> list[dict]:
-    """Re-summarise the CSVs of an earlier (possibly interrupted) run in ``out``."""
-    missing = [name for name in ("trials.csv", "deletion.csv", "norms.csv") if not (out / name).is_file()]
-    if missing:
-        raise SystemExit(f"{out}: missing {missing}; run the experiment with --out {out} first")
-    trials = _read_csv(out / "trials.csv")
-    header = (f"# Self-compression experiment (re-summarised from {out}: {len(trials)} trained networks, "
-              f"seeds {sorted({r['seed'] for r in trials})}, {sum(r['seconds'] for r in trials):.0f} s of trials)\n\n")
-    return summarize(out, trials, _read_csv(out / "deletion.csv"), _read_csv(out / "norms.csv"), header)
+def summarize_existing(out: Path, sources: list[Path] | None = None) -> list[dict]:
+    """Re-summarise the CSVs of earlier (possibly interrupted) runs: ``out`` itself, or the union of
+    ``sources`` (e.g. runs of different seeds), whose merged CSVs are then written to ``out``."""
+    sources = sources or [out]
+    tables: dict[str, list[dict]] = {"trials.csv": [], "deletion.csv": [], "norms.csv": []}
+    for src in sources:
+        missing = [name for name in tables if not (src / name).is_file()]
+        if missing:
+            raise SystemExit(f"{src}: missing {missing}; run the experiment with --out {src} first")
+        for name in tables:
+            tables[name] += _read_csv(src / name)
+    trials = tables["trials.csv"]
+    seen = [(r["kernels"], r["seed"], r["method"]) for r in trials]
+    duplicated = sorted({key for key in seen if seen.count(key) > 1})
+    if duplicated:
+        raise SystemExit(f"the runs overlap: (kernels, seed, method) {duplicated} appear more than once")
+    out.mkdir(parents=True, exist_ok=True)
+    if sources != [out]:
+        for name, rows in tables.items():
+            write_csv(out / name, rows)
+    header = (f"# Self-compression experiment (re-summarised from {', '.join(str(s) for s in sources)}: "
+              f"{len(trials)} trained networks, seeds {sorted({r['seed'] for r in trials})}, "
+              f"{sum(r['seconds'] for r in trials):.0f} s of trials)\n\n")
+    return summarize(out, trials, tables["deletion.csv"], tables["norms.csv"], header)
 
 
 def parse_args(argv=None):
@@ -298,6 +313,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results/self_compression")
     p.add_argument("--summarize-only", action="store_true",
                    help="only re-summarise the CSVs already in --out (e.g. of an interrupted run)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="with --summarize-only: merge the CSVs of these runs (e.g. different seeds) into --out")
     args = p.parse_args(argv)
     if args.config:
         cfg = tomllib.loads(Path(args.config).read_text())
@@ -314,7 +331,7 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     parsed = parse_args()
     if parsed.summarize_only:
-        summarize_existing(Path(parsed.out))
+        summarize_existing(Path(parsed.out), [Path(d) for d in parsed.merge] if parsed.merge else None)
     else:
         run(parsed)
     sys.exit(0)

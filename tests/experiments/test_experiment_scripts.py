@@ -33,3 +33,15 @@ def test_self_compression_experiment_smoke(tmp_path):
     proc = subprocess.run([sys.executable, "experiments/self_compression/run.py", "--summarize-only", "--out",
                            str(tmp_path / "nothing")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "missing" in proc.stderr
+    # runs of different seeds merge into one summary; a run merged with itself is refused (it would count twice)
+    _run(["experiments/self_compression/run.py", "--dataset", "digits", "--kernels", "6", "--seeds", "1",
+          "--epochs", "1", "--methods", "vanilla", "--delete-fractions", "0", "--out", str(tmp_path / "s1")], tmp_path)
+    _run(["experiments/self_compression/run.py", "--summarize-only", "--merge", str(out), str(tmp_path / "s1"),
+          "--out", str(tmp_path / "merged")], tmp_path)
+    merged = list(csv.DictReader(open(tmp_path / "merged" / "trials.csv")))
+    assert len(merged) == len(rows) + 1 and {r["seed"] for r in merged} == {"0", "1"}
+    assert "| 6 | vanilla | 2 |" in (tmp_path / "merged" / "summary.md").read_text()
+    proc = subprocess.run([sys.executable, "experiments/self_compression/run.py", "--summarize-only", "--merge",
+                           str(out), str(out), "--out", str(tmp_path / "twice")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "overlap" in proc.stderr
