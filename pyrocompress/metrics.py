@@ -94,6 +94,7 @@ def predictive_probs(model: BayesianModel, guide, x: torch.Tensor, num_samples: 
 
 def _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_size, pyrocompress_guide):
     from .infer.estimators import PosteriorMean, make_estimator
+    from .infer.moments import is_moment_estimator, moment_options, sample_logits
 
     chunks = []
     step = max(1, batch_size // num_samples) if mode == "predictive" else batch_size
@@ -104,8 +105,7 @@ def _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_siz
                 raise ValueError("mode='mean' needs a pyrocompress MeanFieldGuide")
             with PosteriorMean(guide):
                 probs = F.softmax(model.net(xb), -1)[None]
-        elif pyrocompress_guide and str(estimator).lower().startswith("moment"):
-            from .infer.moments import moment_options, sample_logits  # sampling-free propagation, then logit draws
+        elif pyrocompress_guide and is_moment_estimator(estimator):
 
             opts = moment_options(estimator)
             logits = sample_logits(model, guide, xb, num_samples, relu=opts.get("relu", "exact"),
@@ -142,7 +142,9 @@ def predictive_estimator(training_estimator: str) -> str:
     trained with, as the eVI papers do); every sampling estimator with local
     reparameterization, whose draws are exact per-example samples under q(w).
     """
-    return str(training_estimator) if str(training_estimator).lower().startswith("moment") else "local_reparam"
+    from .infer.moments import is_moment_estimator  # metrics is imported by infer: import lazily
+
+    return str(training_estimator) if is_moment_estimator(training_estimator) else "local_reparam"
 
 
 def evaluate(model, split, guide=None, num_samples: int = 16, mode: str = "predictive",

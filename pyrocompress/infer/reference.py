@@ -22,6 +22,7 @@ comparison is then local to that mode, which is what per-weight statistics can c
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -40,7 +41,8 @@ from .._scope import pyro_scope
 from ..nn.model import BayesianModel
 
 __all__ = ["reference_posterior", "compare_to_guide", "ReferencePosterior", "count_latent_parameters",
-           "write_reference", "load_reference", "model_fingerprint", "ReferenceMismatchError", "DEFAULT_MAX_PARAMS", "INIT_STRATEGIES", "TooLargeError"]
+           "write_reference", "load_reference", "model_fingerprint", "ReferenceMismatchError",
+           "DEFAULT_MAX_PARAMS", "INIT_STRATEGIES", "TooLargeError"]
 
 #: NUTS is refused above this many latent parameters unless ``allow_large=True``.
 DEFAULT_MAX_PARAMS = 2000
@@ -394,8 +396,6 @@ def load_reference(out_dir: str | os.PathLike, model: Optional[BayesianModel] = 
     if missing:
         raise FileNotFoundError(f"{out} is not a reference folder (missing {missing}); write one with "
                                 f"`pyrocompress reference RUN_DIR --out {out}`")
-    import json
-
     try:
         doc = json.loads((out / "comparison.json").read_text())
         idata = az.from_netcdf(str(out / "posterior.nc"))
