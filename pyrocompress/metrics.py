@@ -108,8 +108,8 @@ def _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_siz
         elif pyrocompress_guide and is_moment_estimator(estimator):
 
             opts = moment_options(estimator)
-            logits = sample_logits(model, guide, xb, num_samples, relu=opts.get("relu", "exact"),
-                                   pool=opts.get("pool", "clark"))
+            rules = {k: opts[k] for k in ("relu", "pool") if k in opts}  # the rest: sample_logits' defaults
+            logits = sample_logits(model, guide, xb, num_samples, **rules)
             probs = F.softmax(logits, -1)
         elif pyrocompress_guide:
             handler = make_estimator(estimator, guide)
