@@ -76,6 +76,7 @@ __all__ = [
     "random_prune",
     "iterative_magnitude",
     "lottery_ticket",
+    "check_schedule",
     "gradual_magnitude",
     "allocate_budget",
     "to_torch_prune",
@@ -650,11 +651,146 @@ def _lottery_rates(sizes: dict[str, int], out_name: str, target: Optional[float]
     return hi, hi * ratio
 
 
+def _schedule_plan(sizes: dict[str, int], out_name: str, schedule: Sequence[float],
+                   ratio: float) -> list[tuple[float, float]]:
+    """Cumulative (hidden, output) layer sparsities after each round of a sparsity ``schedule``.
+
+    Round r prunes the fraction p of the remaining weights of every hidden layer and
+    ``ratio * p`` of the output layer's, p solved by bisection so that the candidate weights
+    reach ``schedule[r]`` (a constant schedule of per-round rates gives back constant p).
+    """
+    total = sum(sizes.values())
+    keep_h, keep_o = 1.0, 1.0
+    plan = []
+    p_max = min(1.0, 1.0 / ratio if ratio > 1 else 1.0) - 1e-12
+
+    def reached(p: float) -> float:
+        kh, ko = keep_h * (1.0 - p), keep_o * (1.0 - ratio * p)
+        return sum(size * (1.0 - (ko if n == out_name else kh)) for n, size in sizes.items()) / total
+
+    for target in schedule:
+        lo, hi = 0.0, p_max
+        if reached(hi) < target:
+            lo = hi
+        else:
+            for _ in range(200):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if reached(mid) < target else (lo, mid)
+        p = hi
+        keep_h, keep_o = keep_h * (1.0 - p), keep_o * (1.0 - ratio * p)
+        plan.append((1.0 - keep_h, 1.0 - keep_o))
+    return plan
+
+
+def check_schedule(schedule: Sequence[float]) -> list[float]:
+    """A lottery / IMP sparsity schedule: a non-empty, strictly increasing list of sparsities in [0, 1)."""
+    values = [check_sparsity(s) for s in schedule]
+    if not values or any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"schedule must be a non-empty, strictly increasing list of sparsities in (0, 1), "
+                         f"got {list(schedule)!r}")
+    return values
+
+
+def _tensor_digest(state: Optional[Mapping[str, torch.Tensor]]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state or {}):
+        t = state[k].detach().to("cpu").contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class _RoundCache:
+    """The trained network and masks after each lottery round, on disk, shared by calls that
+    walk the same trajectory (same init, trained state, seed, options and schedule prefix).
+
+    Files are written atomically (safetensors, no pickle); a round is reused only when its
+    stored plan equals this call's plan up to that round, so a changed schedule never reads
+    a stale round. A lock file per round keeps two processes from training the same round:
+    the second one waits for the first one's file (or takes over when the owner died).
+    """
+
+    def __init__(self, root: Path, identity: dict) -> None:
+        import hashlib
+        import json as _json
+
+        self.identity = identity
+        key = hashlib.sha256(_json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.dir = Path(root) / key
+
+    def _file(self, r: int) -> Path:
+        return self.dir / f"round{r}.safetensors"
+
+    def load(self, r: int, plan: list) -> Optional[tuple[dict, Masks, dict, list]]:
+        from ..runs import RunError, load_checkpoint
+
+        path = self._file(r)
+        if not path.is_file():
+            return None
+        try:
+            tensors, meta = load_checkpoint(path)
+        except RunError as exc:
+            warnings.warn(f"ignoring the unreadable lottery round cache {path}: {exc}")
+            return None
+        stored = meta.get("plan") or []
+        if len(stored) != r or any(abs(a - b) > 1e-12 for x, y in zip(stored, plan[:r]) for a, b in zip(x, y)):
+            return None
+        state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
+        masks = Masks.from_tensors({k[len("mask."):]: v for k, v in tensors.items() if k.startswith("mask.")})
+        return state, masks, dict(meta.get("budget") or {}), list(meta.get("history") or [])
+
+    def save(self, r: int, plan: list, net: nn.Module, masks: Masks, budget: "Budget", history: list) -> None:
+        from ..runs import save_checkpoint
+
+        tensors = {f"state.{k}": v for k, v in net.state_dict().items()}
+        tensors.update({f"mask.{k}": v.to(torch.uint8) if v.dtype == torch.bool else v
+                        for k, v in masks.to_tensors().items()})
+        save_checkpoint(self._file(r), tensors, {"plan": [list(x) for x in plan[:r]], "budget": asdict(budget),
+                                                 "history": history, "identity": self.identity})
+
+    def claim(self, r: int, plan: list, timeout: float = 24 * 3600.0):
+        """Wait until round ``r`` is cached (returns it) or this process owns its lock (returns None)."""
+        import os
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = self.dir / f"round{r}.lock"
+        t0 = time.monotonic()
+        while True:
+            hit = self.load(r, plan)
+            if hit is not None:
+                return hit
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(str(os.getpid()))
+                return None
+            except FileExistsError:
+                try:
+                    owner = int(lock.read_text() or "0")
+                    os.kill(owner, 0)  # raises if the owner is gone
+                except (ValueError, ProcessLookupError, FileNotFoundError):
+                    lock.unlink(missing_ok=True)  # stale: its owner died
+                    continue
+                except PermissionError:
+                    pass
+                if time.monotonic() - t0 > timeout:
+                    raise TimeoutError(f"waited {timeout:.0f} s for lottery round {r} in {self.dir}")
+                time.sleep(1.0)
+
+    def release(self, r: int) -> None:
+        (self.dir / f"round{r}.lock").unlink(missing_ok=True)
+
+
 def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[float] = None, rounds: int = 5,
                    rate: float = 0.2, output_rate: Optional[float] = None, train_epochs: int = 10,
                    rewind_epoch: int = 0, scope: str = "layer", trained_state: Optional[dict] = None,
                    seed: int = 0, ignored_layers: Sequence[str] = (), fit_options: Optional[Mapping[str, Any]] = None,
-                   base_budget: Optional[Budget] = None, inplace: bool = False) -> BaselineResult:
+                   base_budget: Optional[Budget] = None, inplace: bool = False,
+                   schedule: Optional[Sequence[float]] = None,
+                   cache_dir: Optional[Union[str, Path]] = None) -> BaselineResult:
     """Lottery-ticket iterative magnitude pruning with rewinding (Frankle & Carbin 2019).
 
     ``net`` is the network *at initialisation*; its weights are stored as ``init``. The
@@ -666,7 +802,14 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[float
     ``scope="global"`` ranks the other layers together), rewinds the kept weights to
     ``rewind`` and retrains ``train_epochs - rewind_epoch`` epochs with the pruned weights
     held at zero. With a ``sparsity`` (of all candidate weights) the per-round rate is
-    solved so that ``rounds`` rounds reach it exactly.
+    solved so that ``rounds`` rounds reach it exactly. A ``schedule`` (the candidate-weight
+    sparsity after each round, increasing) replaces ``sparsity`` / ``rounds`` / ``rate``:
+    each round's rate is solved to reach its entry (the output layer keeping its ratio).
+
+    ``cache_dir`` stores every round (trained weights, masks, budget) so that calls whose
+    schedules share a prefix, e.g. the lottery tickets of a study's operating points
+    ``4x, 8x, 16x`` walked as one trajectory, train each shared round once. The budget of
+    the result counts every round the ticket needed, cached or not.
     """
     scope = _check_choice(scope, SCOPES, "scope")
     rounds = _check_count(rounds, "rounds")
@@ -674,6 +817,12 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[float
     rewind_epoch = _check_count(rewind_epoch, "rewind_epoch")
     if rewind_epoch >= train_epochs:
         raise ValueError(f"rewind_epoch ({rewind_epoch}) must be smaller than train_epochs ({train_epochs})")
+    if schedule is not None:
+        schedule = check_schedule(schedule)
+        if sparsity is not None and abs(check_sparsity(sparsity) - schedule[-1]) > 1e-9:
+            raise ValueError(f"sparsity={sparsity} disagrees with the schedule's last entry {schedule[-1]}; "
+                             "give one of them")
+        sparsity, rounds = schedule[-1], len(schedule)
     if sparsity is not None:
         sparsity = check_sparsity(sparsity)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < float(rate) < 1.0:
@@ -711,14 +860,49 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[float
     out_name = output_layer(net)
     layers = dict(prunable_layers(net))
     sizes = {n: layers[n].weight.numel() for n in candidates}
-    p_hidden, p_out = _lottery_rates(sizes, out_name, sparsity, rounds, float(rate), output_rate)
+    ratio = 0.5 if output_rate is None else float(output_rate) / float(rate)
+    if schedule is not None:
+        plan = _schedule_plan(sizes, out_name, schedule, ratio)
+        p_hidden, p_out = plan[0]  # the first round's rates (later rounds differ)
+    else:
+        p_hidden, p_out = _lottery_rates(sizes, out_name, sparsity, rounds, float(rate), output_rate)
+        plan = [(1.0 - (1.0 - p_hidden) ** r, 1.0 - (1.0 - p_out) ** r) for r in range(1, rounds + 1)]
     history: list[dict] = [{"round": 0, "target_sparsity": 0.0, "sparsity": 0.0, "epochs": budget.train_epochs,
                             **_val_metrics(net, data)}]
     masks: Optional[Masks] = None
     ticket = None
-    for r in range(1, rounds + 1):
+    cache = None
+    start = 0
+    rounds_budget = Budget()          # every round so far (cumulative; what the cache stores)
+    round_rows: list[dict] = []
+
+    def take(hit) -> None:
+        nonlocal masks, rounds_budget, round_rows
+        state, masks, cached_budget, cached_rows = hit
+        net.load_state_dict({k: v.to(next(net.parameters()).device) for k, v in state.items()})
+        rounds_budget = Budget(**{k: v for k, v in cached_budget.items() if k in Budget.__dataclass_fields__})
+        round_rows = list(cached_rows)
+
+    if cache_dir is not None and rounds > 0:
+        cache = _RoundCache(Path(cache_dir), {
+            "init": _tensor_digest(stored["init"]), "trained": _tensor_digest(_state(net)),
+            "rewind": _tensor_digest(stored["rewind"]), "seed": seed, "train_epochs": train_epochs,
+            "rewind_epoch": rewind_epoch, "scope": scope, "ratio": ratio, "ignored": sorted(ignored_layers),
+            "fit": {k: v for k, v in opts.items() if k not in ("progress", "device")}})
+        for r in range(rounds, 0, -1):
+            hit = cache.load(r, plan)
+            if hit is not None:
+                take(hit)
+                start = r
+                break
+    for r in range(start + 1, rounds + 1):
+        if cache is not None:
+            hit = cache.claim(r, plan)
+            if hit is not None:  # another process trained this round meanwhile
+                take(hit)
+                continue
         t0 = time.perf_counter()
-        s_hidden, s_out = 1.0 - (1.0 - p_hidden) ** r, 1.0 - (1.0 - p_out) ** r
+        s_hidden, s_out = plan[r - 1]
         special = {out_name: s_out} if out_name in sizes else {}
         if scope == "layer":
             special = {n: (s_out if n == out_name else s_hidden) for n in candidates}
@@ -728,12 +912,27 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[float
         net.load_state_dict(stored["rewind"])
         masks.apply(net)
         ticket = _state(net)
-        budget.prune_seconds += time.perf_counter() - t0
-        res = _fit(net, data, train_epochs - rewind_epoch, opts, MaskKeeper(masks))
-        budget.add_fit(res, "finetune")
-        history.append({"round": r, "target_sparsity": _weight_share(sizes, s_hidden, s_out, out_name),
-                        "sparsity": masks.sparsity(), "weight_sparsity": _weight_sparsity(net, masks),
-                        "epochs": res.epochs, "seconds": res.seconds, **_val_metrics(net, data)})
+        rounds_budget.prune_seconds += time.perf_counter() - t0
+        try:
+            res = _fit(net, data, train_epochs - rewind_epoch, opts, MaskKeeper(masks))
+            rounds_budget.add_fit(res, "finetune")
+            round_rows.append({"round": r, "target_sparsity": _weight_share(sizes, s_hidden, s_out, out_name),
+                               "sparsity": masks.sparsity(), "weight_sparsity": _weight_sparsity(net, masks),
+                               "epochs": res.epochs, "seconds": res.seconds, **_val_metrics(net, data)})
+            if cache is not None:
+                cache.save(r, plan, net, masks, rounds_budget, round_rows)
+        finally:
+            if cache is not None:
+                cache.release(r)
+    for key in ("finetune_epochs", "finetune_seconds", "prune_seconds", "steps"):
+        setattr(budget, key, getattr(budget, key) + getattr(rounds_budget, key))
+    history.extend(round_rows)
+    if masks is not None and ticket is None:  # every round came from the cache: rebuild the ticket
+        probe = copy.deepcopy(net)
+        probe.load_state_dict(stored["rewind"])
+        masks.apply(probe)
+        ticket = _state(probe)
+        del probe
     if masks is None:
         masks = Masks.ones(net)
         reached, target = 0.0, sparsity if sparsity is not None else 0.0

@@ -57,11 +57,16 @@ __all__ = [
     "parse_config",
     "default_config_text",
     "OOD_SETS",
+    "EVAL_ESTIMATORS",
     "DENSE_METHODS",
 ]
 
 #: out-of-distribution sets: transformations of the test set, or another data set
 OOD_SETS = ("rot90", "noise", "mnist", "fashion-mnist", "none", "auto")
+#: estimators of a Bayesian network's posterior predictive in a study: exact per-example draws
+#: (local reparameterization: 2 passes per layer, best for MLPs) or one weight draw per sample
+#: shared by a batch (weight sampling: one plain pass per sample, several times cheaper for CNNs)
+EVAL_ESTIMATORS = ("local_reparam", "weight_sampling", "flipout")
 #: the reference trials every study has: each trained network, unpruned
 DENSE_METHODS = {"dense-bayesian": "bayesian", "dense-deterministic": "deterministic"}
 
@@ -240,6 +245,7 @@ class StudyConfig:
     deterministic: dict = field(default_factory=dict)
     device: str = "cpu"
     eval_samples: int = 16
+    eval_estimator: str = "local_reparam"
     latency_repeats: int = 10
     report_point: Optional[float] = None
     source: str = "<default>"
@@ -259,6 +265,7 @@ class StudyConfig:
             "deterministic": self.deterministic,
             "device": self.device,
             "eval_samples": self.eval_samples,
+            "eval_estimator": self.eval_estimator,
             "latency_repeats": self.latency_repeats,
             "report_point": self.report_point,
         }
@@ -336,7 +343,8 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
 
     c.table(raw, (), ("study", "datasets", "models", "train", "bayesian", "deterministic", "grid", "methods"))
     study = c.table(raw.get("study", {}), ("study",),
-                    ("name", "seeds", "device", "eval_samples", "latency_repeats", "report_point"))
+                    ("name", "seeds", "device", "eval_samples", "eval_estimator", "latency_repeats",
+                     "report_point"))
     name = c.name(study.get("name", "study"), ("study", "name"))
     seeds = study.get("seeds", [0, 1, 2])
     if not isinstance(seeds, list) or not seeds:
@@ -348,6 +356,11 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
     if not isinstance(device, str) or not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", device):
         raise c.error(("study", "device"), f"must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     eval_samples = c.int_(study.get("eval_samples", 16), ("study", "eval_samples"), 1)
+    eval_estimator = study.get("eval_estimator", "local_reparam")
+    if not isinstance(eval_estimator, str) or eval_estimator.lower().replace("-", "_") not in EVAL_ESTIMATORS:
+        raise c.error(("study", "eval_estimator"), f"unknown estimator {eval_estimator!r} for the posterior "
+                                                   f"predictive; valid: {list(EVAL_ESTIMATORS)}")
+    eval_estimator = eval_estimator.lower().replace("-", "_")
     latency_repeats = c.int_(study.get("latency_repeats", 10), ("study", "latency_repeats"), 0)
     report_point = study.get("report_point")
     if report_point is not None:
@@ -484,7 +497,8 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
 
     return StudyConfig(name=name, datasets=datasets, models=models, seeds=seeds, methods=methods, grid=points,
                        train=train, bayesian=bayesian, deterministic=deterministic, device=device,
-                       eval_samples=eval_samples, latency_repeats=latency_repeats, report_point=report_point,
+                       eval_samples=eval_samples, eval_estimator=eval_estimator, latency_repeats=latency_repeats,
+                       report_point=report_point,
                        source=c.source)
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -51,6 +52,9 @@ class TrialContext:
     seed: int                      # the trial's seed (pruning randomness, fine-tuning order)
     device: Any = "cpu"
     initial_state: Optional[dict] = None   # the network's weights before training (lottery rewinding)
+    grid: tuple = ()               # compression ratios of every operating point of this method
+    method_seed: Optional[int] = None      # seed of the method on this network, shared by all its points
+    cache_dir: Optional[Any] = None        # where work shared by several trials is kept (lottery rounds)
 
 
 @dataclass
@@ -130,7 +134,7 @@ def validate_method(family: str, options: dict) -> dict:
             _check_number(out, key, 0.0, open_lo=key == "min_gap")
     if out.get("rate") is not None:
         _check_number(out, "rate", 0.0, 1.0, open_lo=True)
-    if family == "gradual" and out.get("epochs") is not None:
+    if family in ("gradual", "lottery") and out.get("epochs") is not None:
         _check_int(out, "epochs", 1)
     return out
 
@@ -325,10 +329,15 @@ def _run_baseline(ctx: TrialContext, options: dict, point: Optional[float], fami
                                           structure=structure, scope=options["scope"], **common)
         if family == "lottery":
             epochs = options.get("epochs") or int(ctx.train["epochs"])
-            return bl.lottery_ticket(_initial_net(ctx), ctx.data, sparsity=sparsity, rounds=options["rounds"],
-                                     rate=options.get("rate") or 0.2, train_epochs=epochs,
-                                     rewind_epoch=options["rewind_epoch"], scope=options["scope"],
-                                     trained_state=net.state_dict(), **common)
+            walk: dict = {"sparsity": sparsity, "rounds": options["rounds"]}
+            extra = common
+            if options["schedule"] == "trajectory":
+                walk = {"schedule": trajectory_schedule(net, ctx.grid, point, options["rounds"]),
+                        "cache_dir": None if ctx.cache_dir is None else Path(ctx.cache_dir) / "lottery"}
+                extra = dict(common, seed=ctx.method_seed if ctx.method_seed is not None else ctx.seed)
+            return bl.lottery_ticket(_initial_net(ctx), ctx.data, rate=options.get("rate") or 0.2,
+                                     train_epochs=epochs, rewind_epoch=options["rewind_epoch"],
+                                     scope=options["scope"], trained_state=net.state_dict(), **walk, **extra)
         if family == "gradual":
             epochs = options.get("epochs") or int(ctx.train["epochs"])
             return bl.gradual_magnitude(_initial_net(ctx), ctx.data, sparsity, epochs=epochs,
@@ -351,6 +360,25 @@ def _run_baseline(ctx: TrialContext, options: dict, point: Optional[float], fami
     pruned.retrain_epochs = int(budget.train_epochs)
     pruned.finetune_epochs = int(budget.finetune_epochs)
     return pruned
+
+
+def trajectory_schedule(net: nn.Module, grid, point: float, rounds: int) -> list[float]:
+    """The lottery sparsity schedule that walks the operating points as one trajectory.
+
+    The first point of ``grid`` is reached in ``rounds`` rounds (the same fraction of the
+    remaining weights each round), every later point one round after the one before, up to
+    ``point``; the ticket of each point is the network retrained in its round, so the trials
+    of all points share their rounds (Frankle & Carbin report every sparsity of one run).
+    """
+    from ..prune.baselines import geometric_schedule
+
+    points = sorted({float(c) for c in grid if float(c) <= float(point) * (1 + 1e-9)} | {float(point)})
+    sparsities: list[float] = []
+    for c in points:
+        s = _weight_sparsity_for(net, c)
+        if not sparsities or s > sparsities[-1] + 1e-12:
+            sparsities.append(s)
+    return geometric_schedule(sparsities[0], rounds) + sparsities[1:]
 
 
 def _initial_net(ctx: TrialContext) -> nn.Module:
@@ -405,8 +433,9 @@ FAMILIES: dict[str, Family] = {
                   lambda c, o, p: _run_baseline(c, o, p, "imp"),
                   "iterative magnitude pruning with fine-tuning (Han et al. 2015)"),
     "lottery": Family("lottery", "deterministic",
-                      {"rounds": 3, "rate": None, "rewind_epoch": 0, "epochs": None, "scope": "layer"},
-                      {"scope": _SCOPES},
+                      {"rounds": 3, "rate": None, "rewind_epoch": 0, "epochs": None, "scope": "layer",
+                       "schedule": "per_point"},
+                      {"scope": _SCOPES, "schedule": ("per_point", "trajectory")},
                       lambda c, o, p: _run_baseline(c, o, p, "lottery"),
                       "lottery tickets: IMP with rewinding (Frankle & Carbin 2019)"),
     "gradual": Family("gradual", "deterministic",

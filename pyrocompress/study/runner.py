@@ -203,7 +203,7 @@ def train_job(payload: dict) -> dict:
 
 
 # ----------------------------------------------------------------- measuring
-def _probs(pruned, x, samples: int, seed: int):
+def _probs(pruned, x, samples: int, seed: int, estimator: str = "local_reparam"):
     """Test-time class probabilities (posterior predictive for a Bayesian network), seeded."""
     import pyro
 
@@ -211,8 +211,34 @@ def _probs(pruned, x, samples: int, seed: int):
 
     pyro.set_rng_seed(seed)
     if pruned.is_bayesian:
-        return predictive_probs(pruned.model, pruned.guide, x, num_samples=samples)
+        return predictive_probs(pruned.model, pruned.guide, x, num_samples=samples, estimator=estimator)
     return network_probs(pruned.net, x)
+
+
+def _dense_probs(dense, run_dir: Path, x, samples: int, seed: int, estimator: str):
+    """The dense network's test probabilities, computed once per run and kept in its ``cache/``.
+
+    Every trial of a network compares against the same dense predictive (same inputs, same
+    MC seed), so the trials share one file instead of each drawing it again; a missing or
+    unreadable file is recomputed.
+    """
+    import torch
+
+    from ..runs import RunError, load_checkpoint, save_checkpoint
+
+    path = Path(run_dir) / "cache" / f"dense_probs__{estimator}__s{samples}__seed{seed}.safetensors"
+    if path.is_file():
+        try:
+            tensors, _ = load_checkpoint(path)
+            probs = tensors.get("probs")
+            if probs is not None and probs.shape[0] == x.shape[0] and torch.isfinite(probs).all():
+                return probs
+        except RunError:
+            pass
+    probs = _probs(dense, x, samples, seed, estimator)
+    save_checkpoint(path, {"probs": probs}, {"what": "dense test probabilities", "samples": samples,
+                                             "seed": seed, "estimator": estimator})
+    return probs
 
 
 def _deployable(pruned):
@@ -224,8 +250,9 @@ def _deployable(pruned):
 
 
 def measure(pruned, dense_probs, dense_net, data, ood_x, samples: int, eval_seed: int,
-            latency_repeats: int = 10) -> dict:
-    """Every metric of a pruned network against its dense network (same test inputs, same MC seed)."""
+            latency_repeats: int = 10, estimator: str = "local_reparam") -> dict:
+    """Every metric of a pruned network against its dense network (same test inputs, same MC seed);
+    ``estimator`` draws a Bayesian network's posterior predictive."""
     import torch
     from sklearn.metrics import roc_auc_score
 
@@ -233,7 +260,7 @@ def measure(pruned, dense_probs, dense_net, data, ood_x, samples: int, eval_seed
     from ..prune.compression import compression_report, layer_stats
 
     x, y = data.test.x, data.test.y
-    probs = _probs(pruned, x, samples, eval_seed)
+    probs = _probs(pruned, x, samples, eval_seed, estimator)
     out = classification_metrics(probs, y)
     p, q = probs.double(), dense_probs.double()
     eps = torch.finfo(torch.float64).tiny
@@ -241,7 +268,7 @@ def measure(pruned, dense_probs, dense_net, data, ood_x, samples: int, eval_seed
     out["tv_distance"] = float(0.5 * (p - q).abs().sum(1).mean())
     out["kl_to_dense"] = float((q * (q.clamp_min(eps).log() - p.clamp_min(eps).log())).sum(1).mean())
     if ood_x is not None:
-        ood_probs = _probs(pruned, ood_x, samples, eval_seed + 1).double()
+        ood_probs = _probs(pruned, ood_x, samples, eval_seed + 1, estimator).double()
         ent_in = -(p * p.clamp_min(eps).log()).sum(1)
         ent_out = -(ood_probs * ood_probs.clamp_min(eps).log()).sum(1)
         labels = [0] * len(ent_in) + [1] * len(ent_out)
@@ -302,23 +329,27 @@ def _trial(payload: dict) -> dict:
     train_cfg = dict(run.config.get("train", {}))
     dense = Pruned(model=run.model, guide=run.guide) if run.is_bayesian else Pruned(net=run.net)
     samples = int(payload["eval_samples"])
+    estimator = str(payload.get("eval_estimator", "local_reparam"))
     eval_seed = _seed_of("eval", row["dataset"], row["model"], row["seed"])
     ood_x = ood_inputs(payload["ood"], data, payload["data"]) if payload["ood"] != "none" else None
     # the dense reference, measured before the method may modify the network in place
-    dense_probs = _probs(dense, data.test.x, samples, eval_seed)
+    dense_probs = _dense_probs(dense, Path(payload["run_dir"]), data.test.x, samples, eval_seed, estimator)
     dense_net = copy.deepcopy(_deployable(dense))
     init_path = Path(payload["run_dir"]) / "init.safetensors"
     initial_state = load_checkpoint(init_path)[0] if init_path.is_file() else None
     seed = _seed_of(row["dataset"], row["model"], row["seed"], row["method"], row["operating_point"])
     pyro.set_rng_seed(seed)
     ctx = TrialContext(data=data, run=run, train=train_cfg, seed=seed, device=train_cfg.get("device", "cpu")
-                       if train_cfg.get("device") not in (None, "auto") else "cpu", initial_state=initial_state)
+                       if train_cfg.get("device") not in (None, "auto") else "cpu", initial_state=initial_state,
+                       grid=tuple(payload.get("grid") or ()),
+                       method_seed=_seed_of(row["dataset"], row["model"], row["seed"], row["method"]),
+                       cache_dir=Path(payload["run_dir"]) / "cache")
     method = payload["method"]
     t0 = time.perf_counter()
     pruned = run_method(method["family"], ctx, method["options"], payload.get("target"))
     prune_seconds = time.perf_counter() - t0
     metrics = measure(pruned, dense_probs, dense_net, data, ood_x, samples, eval_seed,
-                      int(payload.get("latency_repeats", 10)))
+                      int(payload.get("latency_repeats", 10)), estimator)
     dense_acc = float((dense_probs.argmax(1) == data.test.y).double().mean())
     train_epochs = int(run.metrics.get("epochs", train_cfg.get("epochs", 0)))
     train_seconds = float(run.metrics.get("train_seconds", run.metrics.get("seconds", 0.0)))
@@ -335,6 +366,16 @@ def _trial(payload: dict) -> dict:
         "info": pruned.info,
     })
     return metrics
+
+
+def _queue_priority(payload: dict) -> int:
+    """Queue order (stable sort): the deepest point of a shared lottery trajectory first, its
+    other points last (they then find their rounds cached instead of waiting for them)."""
+    options = payload["method"].get("options", {})
+    if payload["method"].get("family") == "lottery" and options.get("schedule") == "trajectory":
+        grid = payload.get("grid") or []
+        return 0 if grid and payload.get("target") == max(grid) else 2
+    return 1
 
 
 # ------------------------------------------------------------------- driver
@@ -419,8 +460,11 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, workers: int = 1, exe
                     "row": _row_base(t, cfg, kind, ood[t.dataset.name], config_hash),
                     "run_dir": str(path), "data": t.dataset.to_dict(), "ood": ood[t.dataset.name],
                     "method": t.method.to_dict(), "target": t.point.compression if t.point else None,
-                    "eval_samples": cfg.eval_samples, "latency_repeats": cfg.latency_repeats,
+                    "eval_samples": cfg.eval_samples, "eval_estimator": cfg.eval_estimator,
+                    "latency_repeats": cfg.latency_repeats,
+                    "grid": [p.compression for p in cfg.points_of(t.method) if p is not None],
                     "log": str(study_dir / "logs" / f"{t.id}.log")})
+            payloads.sort(key=_queue_priority)
             runnable = []
             for p in payloads:
                 if p["run_dir"] in train_failed:

@@ -230,6 +230,68 @@ def test_lottery_from_a_trained_state_counts_its_budget(small_data):
         B.lottery_ticket(init, small_data, rounds=1, train_epochs=2, rewind_epoch=2)
 
 
+def test_lottery_schedule_reaches_each_entry_and_equals_the_constant_rate_walk(small_data):
+    init = small_mlp(small_data)
+    # a schedule made of the constant-rate walk's own sparsities gives the same masks and weights
+    plain = B.lottery_ticket(copy.deepcopy(init), small_data, rounds=2, rate=0.3, train_epochs=1, fit_options=FIT)
+    walked = [row["target_sparsity"] for row in plain.history[1:]]
+    sched = B.lottery_ticket(copy.deepcopy(init), small_data, schedule=walked, rate=0.3, train_epochs=1,
+                             fit_options=FIT)
+    for name in plain.masks.weight:
+        assert torch.equal(plain.masks.weight[name], sched.masks.weight[name])
+    torch.testing.assert_close(plain.net.state_dict(), sched.net.state_dict())
+    # an uneven schedule: every round lands on its entry
+    res = B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.3, 0.7, 0.8], train_epochs=1,
+                           fit_options=FIT)
+    assert [r["sparsity"] for r in res.history[1:]] == pytest.approx([0.3, 0.7, 0.8], abs=5e-3)
+    assert res.budget.finetune_epochs == 3
+    for bad in ([], [0.5, 0.4], [0.2, 1.0]):
+        with pytest.raises(ValueError):
+            B.lottery_ticket(copy.deepcopy(init), small_data, schedule=bad, train_epochs=1, fit_options=FIT)
+    with pytest.raises(ValueError, match="disagrees"):
+        B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.3, 0.6], sparsity=0.5, train_epochs=1)
+
+
+def test_lottery_round_cache_shares_a_trajectory_prefix_and_refuses_other_plans(small_data, tmp_path, monkeypatch):
+    init = small_mlp(small_data)
+    trained = copy.deepcopy(init)
+    fit_deterministic(trained, small_data, epochs=1, seed=0, **FIT)
+    common = dict(train_epochs=1, trained_state=trained.state_dict(), fit_options=FIT, seed=3)
+    fresh = B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5, 0.75, 0.875], **common)
+    deep = B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5, 0.75, 0.875], cache_dir=tmp_path,
+                            **common)
+    torch.testing.assert_close(deep.net.state_dict(), fresh.net.state_dict())  # caching changes nothing
+    fits = []
+    real_fit = B._fit
+    monkeypatch.setattr(B, "_fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    # a shallower point of the same trajectory: every round comes from the cache, no training
+    short = B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5, 0.75], cache_dir=tmp_path, **common)
+    assert fits == []
+    ref = B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5, 0.75], **common)
+    fits.clear()
+    torch.testing.assert_close(short.net.state_dict(), ref.net.state_dict())
+    torch.testing.assert_close(short.ticket, ref.ticket)
+    assert short.budget.finetune_epochs == 2 and len(short.history) == 3  # cached rounds still count
+    # a deeper point trains only the rounds past the cached ones
+    B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5, 0.75, 0.875, 0.9], cache_dir=tmp_path, **common)
+    assert len(fits) == 1
+    fits.clear()
+    # another plan (or another seed) never reads those rounds
+    B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5, 0.8], cache_dir=tmp_path, **common)
+    assert len(fits) == 1
+    fits.clear()
+    B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5], cache_dir=tmp_path, **dict(common, seed=4))
+    assert len(fits) == 1
+    # a corrupt round file is ignored with a warning and trained again
+    for f in tmp_path.rglob("round1.safetensors"):
+        f.write_bytes(b"not a checkpoint")
+    fits.clear()
+    with pytest.warns(UserWarning, match="unreadable"):
+        B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5], cache_dir=tmp_path, **common)
+    assert len(fits) == 1
+    assert not list(tmp_path.rglob("*.lock"))  # every lock released
+
+
 # ----------------------------------------------------------------- gradual
 def test_gradual_follows_the_cubic_schedule_and_reaches_the_target(small_data):
     net = small_mlp(small_data)

@@ -136,3 +136,40 @@ def test_dataset_orders_points_and_keeps_automatic_ones():
     assert list(ds["operating_point"].values) == ["2x", "4x", "auto"]
     assert np.isnan(ds["target_compression"].values[-1])
     assert float(ds["accuracy"].sel({"method": "sc", "operating_point": "auto"}).squeeze()) == 0.7
+
+
+TRAJECTORY = TINY.replace('seeds = [0, 1]', 'seeds = [5]\neval_estimator = "weight_sampling"').replace(
+    '[[methods]]\nname = "bnn-snr"\nfamily = "bayes"\nscore = "snr"\n',
+    '[[methods]]\nname = "lottery"\nfamily = "lottery"\nrounds = 1\nschedule = "trajectory"\n')
+
+
+def test_lottery_trajectory_trials_share_their_rounds_and_workers_agree(tmp_path):
+    cfg = parse_config(TRAJECTORY)
+    assert cfg.eval_estimator == "weight_sampling"
+    one = run_study(cfg, tmp_path / "one", workers=1, progress=False)
+    two = run_study(cfg, tmp_path / "two", workers=2, progress=False)
+    assert one.ok and two.ok
+    for out in (tmp_path / "one", tmp_path / "two"):
+        table = pd.read_csv(out / "results.csv").set_index("trial_id")
+        lot = table[table["method"] == "lottery"].set_index("operating_point")
+        # 2x: one round of 1 epoch; 8x: the same round, then one more
+        assert lot.loc["2x", "finetune_epochs"] == 1 and lot.loc["8x", "finetune_epochs"] == 2
+        assert lot.loc["8x", "compression"] == pytest.approx(8.0, rel=0.02)
+        rounds = sorted(p.name for p in out.rglob("cache/lottery/*/round*.safetensors"))
+        assert rounds == ["round1.safetensors", "round2.safetensors"]  # each round trained once
+        assert not list(out.rglob("*.lock"))
+        assert list(out.rglob("cache/dense_probs__weight_sampling__s4__*.safetensors"))
+        assert json.loads((out / "study.json").read_text())["config"]["eval_estimator"] == "weight_sampling"
+    cols = ["accuracy", "nll", "compression", "agreement"]
+    a = pd.read_csv(tmp_path / "one" / "results.csv").set_index("trial_id").sort_index()[cols]
+    b = pd.read_csv(tmp_path / "two" / "results.csv").set_index("trial_id").sort_index()[cols]
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=0)
+
+
+def test_eval_estimator_and_lottery_schedule_are_validated():
+    from pyrocompress.study.config import StudyConfigError
+
+    with pytest.raises(StudyConfigError, match=r"study\.eval_estimator.*valid.*weight_sampling"):
+        parse_config(TRAJECTORY.replace('"weight_sampling"', '"mean"'))
+    with pytest.raises(StudyConfigError, match=r"schedule.*valid.*trajectory"):
+        parse_config(TRAJECTORY.replace('schedule = "trajectory"', 'schedule = "zigzag"'))
