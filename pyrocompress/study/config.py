@@ -63,10 +63,12 @@ __all__ = [
 
 #: out-of-distribution sets: transformations of the test set, or another data set
 OOD_SETS = ("rot90", "noise", "mnist", "fashion-mnist", "none", "auto")
-#: estimators of a Bayesian network's posterior predictive in a study: exact per-example draws
-#: (local reparameterization: 2 passes per layer, best for MLPs) or one weight draw per sample
-#: shared by a batch (weight sampling: one plain pass per sample, several times cheaper for CNNs)
-EVAL_ESTIMATORS = ("local_reparam", "weight_sampling", "flipout")
+#: estimators of a Bayesian network's posterior predictive in a study: ``auto`` (the one the
+#: network was trained for: its own propagated moments after moment propagation, else local
+#: reparameterization), exact per-example draws (``local_reparam``: 2 passes per layer, best
+#: for MLPs) or one weight draw per sample shared by a batch (``weight_sampling``: one plain
+#: pass per sample, several times cheaper for CNNs)
+EVAL_ESTIMATORS = ("auto", "local_reparam", "weight_sampling", "flipout")
 #: the reference trials every study has: each trained network, unpruned
 DENSE_METHODS = {"dense-bayesian": "bayesian", "dense-deterministic": "deterministic"}
 
@@ -245,7 +247,7 @@ class StudyConfig:
     deterministic: dict = field(default_factory=dict)
     device: str = "cpu"
     eval_samples: int = 16
-    eval_estimator: str = "local_reparam"
+    eval_estimator: str = "auto"
     latency_repeats: int = 10
     report_point: Optional[float] = None
     source: str = "<default>"
@@ -356,7 +358,7 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
     if not isinstance(device, str) or not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", device):
         raise c.error(("study", "device"), f"must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     eval_samples = c.int_(study.get("eval_samples", 16), ("study", "eval_samples"), 1)
-    eval_estimator = study.get("eval_estimator", "local_reparam")
+    eval_estimator = study.get("eval_estimator", "auto")
     if not isinstance(eval_estimator, str) or eval_estimator.lower().replace("-", "_") not in EVAL_ESTIMATORS:
         raise c.error(("study", "eval_estimator"), f"unknown estimator {eval_estimator!r} for the posterior "
                                                    f"predictive; valid: {list(EVAL_ESTIMATORS)}")

@@ -43,7 +43,9 @@ _PLOTS = [
 _DENSE = ("dense-bayesian", "dense-deterministic")
 
 
-_ESTIMATOR_WORDS = {"local_reparam": "local reparameterization: independent draws per example",
+_ESTIMATOR_WORDS = {"auto": "drawn as each network was trained: local reparameterization, or its own propagated "
+                            "moments after moment propagation",
+                    "local_reparam": "local reparameterization: independent draws per example",
                     "weight_sampling": "weight sampling: one weight draw per sample, shared by the test set",
                     "flipout": "flipout"}
 
@@ -408,7 +410,7 @@ def write_report(study_dir: str | os.PathLike, out: Optional[str | os.PathLike] 
     notes = ("Compression ratio = parameters of the dense network / nonzero parameters of the pruned one "
              "(structured methods count the physically shrunk network). Theoretical speed-up = dense "
              "multiply-adds / nonzero multiply-adds. Bayesian metrics are those of the posterior predictive "
-             f"({cfg.get('eval_samples', '?')} samples, {_ESTIMATOR_WORDS.get(cfg.get('eval_estimator', 'local_reparam'), cfg.get('eval_estimator'))}); agreement compares each pruned network's predictions with "
+             f"({cfg.get('eval_samples', '?')} samples, {_ESTIMATOR_WORDS.get(cfg.get('eval_estimator', 'auto'), cfg.get('eval_estimator'))}); agreement compares each pruned network's predictions with "
              "those of the dense network it was pruned from (Bayesian methods: the dense Bayesian network; "
              "baselines: the deterministic twin, trained with the same initial weights, epochs and data order). "
              "x positions are reached (not target) compression ratios, mean over seeds; error bars one standard "

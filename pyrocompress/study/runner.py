@@ -25,6 +25,7 @@ import copy
 import functools
 import json
 import os
+import re
 import shutil
 import time
 import traceback
@@ -226,7 +227,8 @@ def _dense_probs(dense, run_dir: Path, x, samples: int, seed: int, estimator: st
 
     from ..runs import RunError, load_checkpoint, save_checkpoint
 
-    path = Path(run_dir) / "cache" / f"dense_probs__{estimator}__s{samples}__seed{seed}.safetensors"
+    tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", estimator)  # moment-propagation names carry ':' and ','
+    path = Path(run_dir) / "cache" / f"dense_probs__{tag}__s{samples}__seed{seed}.safetensors"
     if path.is_file():
         try:
             tensors, _ = load_checkpoint(path)
@@ -329,7 +331,11 @@ def _trial(payload: dict) -> dict:
     train_cfg = dict(run.config.get("train", {}))
     dense = Pruned(model=run.model, guide=run.guide) if run.is_bayesian else Pruned(net=run.net)
     samples = int(payload["eval_samples"])
-    estimator = str(payload.get("eval_estimator", "local_reparam"))
+    estimator = str(payload.get("eval_estimator", "auto"))
+    if estimator == "auto":
+        from ..metrics import predictive_estimator
+
+        estimator = predictive_estimator(train_cfg.get("estimator") or "local_reparam")
     eval_seed = _seed_of("eval", row["dataset"], row["model"], row["seed"])
     ood_x = ood_inputs(payload["ood"], data, payload["data"]) if payload["ood"] != "none" else None
     # the dense reference, measured before the method may modify the network in place

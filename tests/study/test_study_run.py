@@ -173,3 +173,20 @@ def test_eval_estimator_and_lottery_schedule_are_validated():
         parse_config(TRAJECTORY.replace('"weight_sampling"', '"mean"'))
     with pytest.raises(StudyConfigError, match=r"schedule.*valid.*trajectory"):
         parse_config(TRAJECTORY.replace('schedule = "trajectory"', 'schedule = "zigzag"'))
+
+
+def test_auto_eval_estimator_predicts_a_moment_propagation_run_with_its_own_moments(tmp_path, monkeypatch):
+    import pyrocompress.metrics as metrics
+
+    text = TINY.replace('seeds = [0, 1]', 'seeds = [2]').replace(
+        "[grid]", '[bayesian]\nestimator = "moment_propagation:relu=taylor"\n\n[grid]').replace(
+        '[[methods]]\nname = "magnitude"\nfamily = "magnitude"\n', '')
+    cfg = parse_config(text)
+    assert cfg.eval_estimator == "auto"
+    used = []
+    real = metrics.predictive_probs
+    monkeypatch.setattr(metrics, "predictive_probs", lambda *a, **k: used.append(k.get("estimator")) or real(*a, **k))
+    result = run_study(cfg, tmp_path / "mp", progress=False)
+    assert result.ok
+    assert set(used) == {"moment_propagation:relu=taylor"}  # never the local-reparameterization draws
+    assert list((tmp_path / "mp").rglob("cache/dense_probs__moment_propagation_relu=taylor__s4__*.safetensors"))
