@@ -73,3 +73,19 @@ def test_cli_bad_inputs(run_dir, tmp_path, capsys):
     assert main(["prune", str(run_dir), "--method", "nope", "--sparsity", "0.5", "--out", str(out)]) == 2
     assert "valid methods" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_prune_measures_a_run_with_the_predictive_it_was_trained_for(run_dir, tmp_path):
+    mp = tmp_path / "mp"
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--model-option", "hidden=[16]",
+                 "--estimator", "moment_propagation:relu=taylor", "--epochs", "2", "--lr", "0.01",
+                 "--device", "cpu", "--out", str(mp), "--quiet"]) == 0
+    common = ["--score", "snr", "--sparsity", "0.5", "--no-latency", "--eval-samples", "4"]
+    for run, extra, expected in ((mp, [], "moment_propagation:relu=taylor"),
+                                 (mp, ["--eval-estimator", "weight_sampling"], "weight_sampling"),
+                                 (run_dir, [], "local_reparam")):
+        out = tmp_path / f"out-{len(extra)}-{run.name}"
+        assert main(["prune", str(run), *common, *extra, "--out", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["eval_estimator"] == expected
+        assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["dense"]["accuracy"] > 0.5
