@@ -26,6 +26,8 @@ __all__ = [
     "network_probs",
     "evaluate",
     "parameter_counts",
+    "EVAL_ESTIMATORS",
+    "resolve_eval_estimator",
 ]
 
 
@@ -145,6 +147,18 @@ def predictive_estimator(training_estimator: str) -> str:
     from .infer.moments import is_moment_estimator  # metrics is imported by infer: import lazily
 
     return str(training_estimator) if is_moment_estimator(training_estimator) else "local_reparam"
+
+
+#: estimators of the posterior predictive a study or the prune CLI may be asked for
+EVAL_ESTIMATORS = ("auto", "local_reparam", "weight_sampling", "flipout")
+
+
+def resolve_eval_estimator(name: Optional[str], training_estimator: Optional[str]) -> str:
+    """The predictive estimator to use: ``name``, or with ``auto`` (or None) the one a guide
+    trained with ``training_estimator`` predicts with (:func:`predictive_estimator`)."""
+    if not name or name == "auto":
+        return predictive_estimator(training_estimator or "local_reparam")
+    return str(name)
 
 
 def evaluate(model, split, guide=None, num_samples: int = 16, mode: str = "predictive",

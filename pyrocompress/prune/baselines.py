@@ -670,9 +670,7 @@ def _schedule_plan(sizes: dict[str, int], out_name: str, schedule: Sequence[floa
 
     for target in schedule:
         lo, hi = 0.0, p_max
-        if reached(hi) < target:
-            lo = hi
-        else:
+        if reached(hi) >= target:  # else the most that can go in one round
             for _ in range(200):
                 mid = 0.5 * (lo + hi)
                 lo, hi = (mid, hi) if reached(mid) < target else (lo, mid)
@@ -746,8 +744,7 @@ class _RoundCache:
         from ..runs import save_checkpoint
 
         tensors = {f"state.{k}": v for k, v in net.state_dict().items()}
-        tensors.update({f"mask.{k}": v.to(torch.uint8) if v.dtype == torch.bool else v
-                        for k, v in masks.to_tensors().items()})
+        tensors.update({f"mask.{k}": v for k, v in masks.to_tensors().items()})
         save_checkpoint(self._file(r), tensors, {"plan": [list(x) for x in plan[:r]], "budget": asdict(budget),
                                                  "history": history, "identity": self.identity})
 
@@ -870,7 +867,6 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[float
     history: list[dict] = [{"round": 0, "target_sparsity": 0.0, "sparsity": 0.0, "epochs": budget.train_epochs,
                             **_val_metrics(net, data)}]
     masks: Optional[Masks] = None
-    ticket = None
     cache = None
     start = 0
     rounds_budget = Budget()          # every round so far (cumulative; what the cache stores)
@@ -911,7 +907,6 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[float
                              previous=masks, layer_sparsity=special)
         net.load_state_dict(stored["rewind"])
         masks.apply(net)
-        ticket = _state(net)
         rounds_budget.prune_seconds += time.perf_counter() - t0
         try:
             res = _fit(net, data, train_epochs - rewind_epoch, opts, MaskKeeper(masks))
@@ -927,7 +922,8 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[float
     for key in ("finetune_epochs", "finetune_seconds", "prune_seconds", "steps"):
         setattr(budget, key, getattr(budget, key) + getattr(rounds_budget, key))
     history.extend(round_rows)
-    if masks is not None and ticket is None:  # every round came from the cache: rebuild the ticket
+    ticket = None
+    if masks is not None:  # the rewound weights under the final masks (the last round may be a cache hit)
         probe = copy.deepcopy(net)
         probe.load_state_dict(stored["rewind"])
         masks.apply(probe)

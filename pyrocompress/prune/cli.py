@@ -67,12 +67,9 @@ def _val(data):
 def eval_estimator_of(run, args: argparse.Namespace) -> str:
     """The posterior predictive's estimator: ``--eval-estimator``, or with ``auto`` the one the run
     was trained for (its own propagated moments after moment propagation, else local reparameterization)."""
-    from ..metrics import predictive_estimator
+    from ..metrics import resolve_eval_estimator
 
-    name = getattr(args, "eval_estimator", None) or "auto"
-    if name == "auto":
-        return predictive_estimator(run.config.get("train", {}).get("estimator") or "local_reparam")
-    return name
+    return resolve_eval_estimator(getattr(args, "eval_estimator", None), run.config.get("train", {}).get("estimator"))
 
 
 def _bayes_eval(model, guide, split, samples: int, seed: int, estimator: str = "local_reparam") -> dict[str, float]:
@@ -263,6 +260,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, structure: str, score: str) -> None:
     from ..diagnostics.scores import score_names
+    from ..metrics import EVAL_ESTIMATORS
     from .policy import STRUCTURES
 
     p.add_argument("run_dir", help="run directory written by `pyrocompress train --out`")
@@ -277,7 +275,7 @@ def _common(p: argparse.ArgumentParser, structure: str, score: str) -> None:
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: the run's)")
     p.add_argument("--eval-samples", type=int, default=32, help="posterior samples for metrics")
     p.add_argument("--eval-estimator", default="auto",
-                   choices=("auto", "local_reparam", "weight_sampling", "flipout"),
+                   choices=EVAL_ESTIMATORS,
                    help="how the posterior predictive is drawn (auto: as the run was trained; its own moments "
                         "after moment propagation, else local_reparam; weight_sampling is 3-4x cheaper on CNNs)")
     p.add_argument("--latency-repeats", type=int, default=50, help="forward passes timed for the latency median")

@@ -46,6 +46,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+# [study] eval_estimator: auto (as the network was trained: its own propagated moments after
+# moment propagation, else local reparameterization), local_reparam (exact per-example draws,
+# 2 passes per layer), weight_sampling (one weight draw per sample shared by a batch: one plain
+# pass per sample, several times cheaper for CNNs), flipout
+from ..metrics import EVAL_ESTIMATORS
+
 __all__ = [
     "StudyConfigError",
     "StudyConfig",
@@ -63,12 +69,6 @@ __all__ = [
 
 #: out-of-distribution sets: transformations of the test set, or another data set
 OOD_SETS = ("rot90", "noise", "mnist", "fashion-mnist", "none", "auto")
-#: estimators of a Bayesian network's posterior predictive in a study: ``auto`` (the one the
-#: network was trained for: its own propagated moments after moment propagation, else local
-#: reparameterization), exact per-example draws (``local_reparam``: 2 passes per layer, best
-#: for MLPs) or one weight draw per sample shared by a batch (``weight_sampling``: one plain
-#: pass per sample, several times cheaper for CNNs)
-EVAL_ESTIMATORS = ("auto", "local_reparam", "weight_sampling", "flipout")
 #: the reference trials every study has: each trained network, unpruned
 DENSE_METHODS = {"dense-bayesian": "bayesian", "dense-deterministic": "deterministic"}
 

@@ -331,11 +331,9 @@ def _trial(payload: dict) -> dict:
     train_cfg = dict(run.config.get("train", {}))
     dense = Pruned(model=run.model, guide=run.guide) if run.is_bayesian else Pruned(net=run.net)
     samples = int(payload["eval_samples"])
-    estimator = str(payload.get("eval_estimator", "auto"))
-    if estimator == "auto":
-        from ..metrics import predictive_estimator
+    from ..metrics import resolve_eval_estimator
 
-        estimator = predictive_estimator(train_cfg.get("estimator") or "local_reparam")
+    estimator = resolve_eval_estimator(payload.get("eval_estimator"), train_cfg.get("estimator"))
     eval_seed = _seed_of("eval", row["dataset"], row["model"], row["seed"])
     ood_x = ood_inputs(payload["ood"], data, payload["data"]) if payload["ood"] != "none" else None
     # the dense reference, measured before the method may modify the network in place
