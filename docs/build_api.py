@@ -24,6 +24,7 @@ MODULES = [
     "pyrocompress.infer.fit",
     "pyrocompress.infer.moments",
     "pyrocompress.infer.reference",
+    "pyrocompress.infer.relabel",
     "pyrocompress.metrics",
     "pyrocompress.runs",
     "pyrocompress.training",

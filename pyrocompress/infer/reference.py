@@ -18,7 +18,11 @@ models with more than :data:`DEFAULT_MAX_PARAMS` latent parameters are refused u
 ``allow_large=True``. With ``init="guide"`` (the default when a guide is given) every chain
 starts from its own draw of the guide, so the chains explore the mode VI found: the
 comparison is then local to that mode, which is what per-weight statistics can compare
-(chains in different permutation modes would average unrelated weights).
+(chains in different permutation modes would average unrelated weights). Chains may still
+switch to another permutation copy during warm-up, so the draws are relabelled to the
+guide's copy (:mod:`~pyrocompress.infer.relabel`) before any per-weight statistic, and the
+convergence is also judged in function space (R-hat and ESS of the pointwise
+log-likelihood), where the symmetry does not exist.
 """
 from __future__ import annotations
 
@@ -39,10 +43,11 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, 
 
 from .._scope import pyro_scope
 from ..nn.model import BayesianModel
+from .relabel import RELABEL_MODES, align_hidden_units, permutation_groups
 
 __all__ = ["reference_posterior", "compare_to_guide", "ReferencePosterior", "count_latent_parameters",
            "write_reference", "load_reference", "model_fingerprint", "ReferenceMismatchError",
-           "DEFAULT_MAX_PARAMS", "INIT_STRATEGIES", "TooLargeError"]
+           "DEFAULT_MAX_PARAMS", "INIT_STRATEGIES", "TooLargeError", "pointwise_log_likelihood"]
 
 #: NUTS is refused above this many latent parameters unless ``allow_large=True``.
 DEFAULT_MAX_PARAMS = 2000
@@ -123,6 +128,7 @@ def reference_posterior(model: BayesianModel, data_split, *, num_chains: int = 2
                         warmup: int = 200, max_params: int = DEFAULT_MAX_PARAMS, allow_large: bool = False,
                         seed: int = 0, guide=None, init: str = "auto", max_tree_depth: int = 8,
                         target_accept: float = 0.8, jit_compile: bool = False, num_threads: Optional[int] = 1,
+                        relabel: str = "auto", function_space_examples: int = 200, dense_mass: bool = False,
                         progress: bool = False) -> ReferencePosterior:
     """Sample the model's posterior with NUTS on all of ``data_split`` and check convergence.
 
@@ -137,6 +143,20 @@ def reference_posterior(model: BayesianModel, data_split, *, num_chains: int = 2
     times, and for tensors this small extra threads mostly add synchronisation (measure
     with ``benchmarks/bench_moments_reference.py``). ``jit_compile`` traces the potential
     with ``torch.jit`` (Pyro's option: cheaper gradients, a slower start).
+
+    ``relabel``: the hidden-unit permutation symmetry (:mod:`pyrocompress.infer.relabel`).
+    ``"guide"`` maps every draw to the permutation copy nearest the guide's means, ``"mean"``
+    to the draws' own mean (Stephens' relabelling), ``"none"`` keeps the draws as sampled;
+    ``"auto"`` is ``"guide"`` with a guide, else ``"mean"``. The weight-space diagnostics
+    (``diagnostics["max_rhat"]``, ``"converged"``, ...) and the stored draws are those of the
+    relabelled draws; ``diagnostics["unaligned"]`` keeps the raw draws' figures. Models without
+    exchangeable hidden units are left as they are. ``function_space_examples``: the first that
+    many examples get their pointwise log-likelihood per draw (the InferenceData's
+    ``log_likelihood`` group) and its R-hat / ESS in ``diagnostics["function_space"]``: the
+    symmetry-free check that the chains agree on the predictions (0 turns it off).
+    ``dense_mass`` adapts a dense mass matrix in warm-up (Pyro's ``full_mass``) instead of a
+    diagonal one: it follows correlated directions (collinear inputs, the softmax's shift
+    invariance) at O(d^2) memory and O(d^2)-O(d^3) time per step, fine for a few hundred weights.
     """
     import arviz as az
 
@@ -154,6 +174,16 @@ def reference_posterior(model: BayesianModel, data_split, *, num_chains: int = 2
         raise ValueError(f"unknown init {init!r}; valid: {list(INIT_STRATEGIES)}")
     if init == "auto":
         init = "guide" if guide is not None else "uniform"
+    relabel = str(relabel).lower()
+    if relabel not in RELABEL_MODES:
+        raise ValueError(f"unknown relabel {relabel!r}; valid: {list(RELABEL_MODES)}")
+    if relabel == "auto":
+        relabel = "guide" if guide is not None else "mean"
+    if relabel == "guide" and (guide is None or not hasattr(guide, "loc_of")):
+        raise ValueError("relabel='guide' needs a pyrocompress MeanFieldGuide (guide=...); use relabel='mean'")
+    if isinstance(function_space_examples, bool) or not isinstance(function_space_examples, int) \
+            or function_space_examples < 0:
+        raise ValueError(f"function_space_examples must be an integer >= 0, got {function_space_examples!r}")
     if init == "guide":
         if guide is None or not hasattr(guide, "loc_of"):
             raise ValueError("init='guide' needs a pyrocompress MeanFieldGuide (guide=...)")
@@ -183,6 +213,8 @@ def reference_posterior(model: BayesianModel, data_split, *, num_chains: int = 2
     chains: list[dict[str, torch.Tensor]] = []
     diverging = np.zeros((num_chains, num_samples), dtype=bool)
     accept: list[float] = []
+    step_sizes: list[float] = []
+    accept_prob: list[float] = []
     start = time.perf_counter()
     try:
         with pyro_scope():
@@ -190,9 +222,15 @@ def reference_posterior(model: BayesianModel, data_split, *, num_chains: int = 2
                 pyro.set_rng_seed(seed + chain)
                 kernel = NUTS(model, max_tree_depth=max_tree_depth, target_accept_prob=float(target_accept),
                               init_strategy=_init_strategy(init, model, guide, chain, seed),
-                              jit_compile=bool(jit_compile), ignore_jit_warnings=True)
+                              jit_compile=bool(jit_compile), ignore_jit_warnings=True, full_mass=bool(dense_mass))
+                seen: dict[str, float] = {}
+
+                def _record(kern, _params, stage, _i, seen=seen):  # read before MCMC's cleanup resets it
+                    if stage == "Sample":
+                        seen["accept_prob"] = float(getattr(kern, "_mean_accept_prob", float("nan")))
+
                 mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=1,
-                            disable_progbar=not progress)
+                            disable_progbar=not progress, hook_fn=_record)
                 mcmc.run(x, y)
                 chains.append({k: v.detach().cpu() for k, v in mcmc.get_samples().items()})
                 diag = mcmc.diagnostics()
@@ -200,26 +238,30 @@ def reference_posterior(model: BayesianModel, data_split, *, num_chains: int = 2
                 diverging[chain, [int(i) for i in div if 0 <= int(i) < num_samples]] = True
                 rate = diag.get("acceptance rate", {}).get("chain 0")
                 accept.append(float(rate) if rate is not None else float("nan"))
+                # the adapted step size and the mean Metropolis acceptance probability after warm-up (the
+                # "acceptance rate" above is the share of iterations that moved, near 1 for NUTS)
+                step_sizes.append(float(kernel.step_size))
+                accept_prob.append(seen.get("accept_prob", float("nan")))
     finally:
         lik.dataset_size = old_size
         torch.set_num_threads(old_threads)
     seconds = time.perf_counter() - start
 
     sites = model.site_names()
-    samples = {s: torch.stack([c[s] for c in chains]) for s in sites}
+    raw = {s: torch.stack([c[s] for c in chains]) for s in sites}
+    relabel_report: Optional[dict[str, Any]] = None
+    samples = raw
+    if relabel != "none" and permutation_groups(model):
+        samples, relabel_report = align_hidden_units(raw, model, target=relabel, guide=guide)
     posterior = {s: samples[s].numpy() for s in sites}
-    idata = az.from_dict(posterior=posterior, sample_stats={"diverging": diverging},
-                         observed_data={"y": y.detach().cpu().numpy()})
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # R-hat of one chain is undefined: reported as NaN
-        summary = az.summary(idata, var_names=sites, kind="all", round_to="none")
-    rhat = summary["r_hat"].to_numpy(dtype=float)
-    ess_bulk = summary["ess_bulk"].to_numpy(dtype=float)
-    ess_tail = summary["ess_tail"].to_numpy(dtype=float)
-    ess_needed = ESS_PER_CHAIN * num_chains
-    finite_rhat = rhat[np.isfinite(rhat)]
+    groups: dict[str, Any] = {"posterior": posterior, "sample_stats": {"diverging": diverging},
+                              "observed_data": {"y": y.detach().cpu().numpy()}}
+    n_fs = min(int(function_space_examples), int(x.shape[0]))
+    if n_fs > 0:
+        groups["log_likelihood"] = {"y": pointwise_log_likelihood(model, samples, x[:n_fs], y[:n_fs])}
+        groups["dims"] = {"y": ["example"]}
+    idata = az.from_dict(**groups)
+    summary, weight_diag = _convergence(idata, "posterior", sites, num_chains, diverging)
     diagnostics = {
         "num_params": n_params,
         "num_chains": num_chains,
@@ -228,27 +270,92 @@ def reference_posterior(model: BayesianModel, data_split, *, num_chains: int = 2
         "num_data": int(x.shape[0]),
         "init": init,
         "seconds": seconds,
-        "max_rhat": float(finite_rhat.max()) if finite_rhat.size else None,
-        "median_rhat": float(np.median(finite_rhat)) if finite_rhat.size else None,
-        "frac_rhat_above_threshold": float((finite_rhat > RHAT_THRESHOLD).mean()) if finite_rhat.size else None,
-        "min_ess_bulk": float(np.nanmin(ess_bulk)),
-        "median_ess_bulk": float(np.nanmedian(ess_bulk)),
-        "min_ess_tail": float(np.nanmin(ess_tail)),
+        **{k: v for k, v in weight_diag.items() if k != "converged"},
         "divergences": int(diverging.sum()),
         "divergences_per_chain": [int(d) for d in diverging.sum(1)],
         "acceptance_rate": accept,
+        "mean_accept_prob": accept_prob,
+        "step_size": step_sizes,
         "rhat_threshold": RHAT_THRESHOLD,
-        "ess_threshold": ess_needed,
-        "converged": bool(num_chains > 1 and finite_rhat.size == rhat.size and finite_rhat.max() < RHAT_THRESHOLD
-                          and np.nanmin(ess_bulk) >= ess_needed and np.nanmin(ess_tail) >= ess_needed
-                          and diverging.sum() == 0),
+        "ess_threshold": ESS_PER_CHAIN * num_chains,
+        "converged": weight_diag["converged"],
+        "relabel": relabel_report if relabel_report is not None else {"target": "none"},
     }
+    if relabel_report is not None:
+        raw_idata = az.from_dict(posterior={s: raw[s].numpy() for s in sites})
+        _, raw_diag = _convergence(raw_idata, "posterior", sites, num_chains, diverging)
+        diagnostics["unaligned"] = raw_diag
+    if n_fs > 0:
+        _, fs_diag = _convergence(idata, "log_likelihood", ["y"], num_chains, diverging)
+        fs_diag["num_examples"] = n_fs
+        diagnostics["function_space"] = fs_diag
     if num_chains == 1:
         diagnostics["note"] = "one chain: R-hat is undefined; run num_chains >= 2 to check convergence"
     config = {"num_chains": num_chains, "num_samples": num_samples, "warmup": warmup, "seed": seed, "init": init,
               "max_tree_depth": max_tree_depth, "target_accept": float(target_accept), "max_params": max_params,
-              "allow_large": allow_large, "jit_compile": bool(jit_compile)}
+              "allow_large": allow_large, "jit_compile": bool(jit_compile), "relabel": relabel,
+              "function_space_examples": n_fs, "dense_mass": bool(dense_mass)}
     return ReferencePosterior(samples, idata, summary, diagnostics, config)
+
+
+def _convergence(idata, group: str, var_names: list[str], num_chains: int,
+                 diverging: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """ArviZ summary of one group and the convergence verdict (split R-hat, bulk/tail ESS, divergences)."""
+    import warnings
+
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # R-hat of one chain is undefined: reported as NaN
+        summary = az.summary(idata, group=group, var_names=var_names, kind="all", round_to="none")
+    rhat = summary["r_hat"].to_numpy(dtype=float)
+    ess_bulk = summary["ess_bulk"].to_numpy(dtype=float)
+    ess_tail = summary["ess_tail"].to_numpy(dtype=float)
+    ess_needed = ESS_PER_CHAIN * num_chains
+    finite = rhat[np.isfinite(rhat)]
+    diag = {
+        "max_rhat": float(finite.max()) if finite.size else None,
+        "median_rhat": float(np.median(finite)) if finite.size else None,
+        "frac_rhat_above_threshold": float((finite > RHAT_THRESHOLD).mean()) if finite.size else None,
+        "min_ess_bulk": float(np.nanmin(ess_bulk)),
+        "median_ess_bulk": float(np.nanmedian(ess_bulk)),
+        "min_ess_tail": float(np.nanmin(ess_tail)),
+        "converged": bool(num_chains > 1 and finite.size == rhat.size and finite.max() < RHAT_THRESHOLD
+                          and np.nanmin(ess_bulk) >= ess_needed and np.nanmin(ess_tail) >= ess_needed
+                          and diverging.sum() == 0),
+    }
+    return summary, diag
+
+
+def pointwise_log_likelihood(model: BayesianModel, samples: dict[str, torch.Tensor], x: torch.Tensor,
+                             y: torch.Tensor) -> np.ndarray:
+    """log p(y_i | x_i, w) for every draw: (chains, draws, examples).
+
+    The function-space view of a posterior: invariant to the hidden-unit permutations (and any
+    other reparametrisation) that make weight-space R-hat fail, so its R-hat and ESS say whether
+    the chains agree on what the network predicts (Izmailov et al. 2021 judge HMC for neural
+    networks this way). Stored as the ``log_likelihood`` group of the InferenceData (ArviZ's
+    place for it: ``az.loo`` / ``az.waic`` read it).
+    """
+    from pyro import poutine
+
+    sites = list(samples)
+    chains, draws = samples[sites[0]].shape[:2]
+    device = model.device
+    out = np.empty((chains, draws, int(x.shape[0])))
+    lik = model.likelihood
+    old_size = lik.dataset_size
+    lik.dataset_size = int(x.shape[0])
+    try:
+        with torch.no_grad(), pyro_scope():
+            for c in range(chains):
+                for d in range(draws):
+                    draw = {s: samples[s][c, d].to(device) for s in sites}
+                    trace = poutine.trace(poutine.condition(model, data=draw)).get_trace(x, y)
+                    out[c, d] = trace.nodes["obs"]["fn"].log_prob(y).detach().cpu().double().numpy()
+    finally:
+        lik.dataset_size = old_size
+    return out
 
 
 # ---------------------------------------------------------------- comparison

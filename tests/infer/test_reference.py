@@ -34,14 +34,15 @@ class _NormalLikelihood:
             return pyro.sample("obs", dist.Normal(f, self.sigma), obs=y)
 
 
-def test_nuts_matches_conjugate_linear_regression():
+@pytest.mark.parametrize("dense_mass", [False, True])
+def test_nuts_matches_conjugate_linear_regression(dense_mass):
     g = torch.Generator().manual_seed(0)
     n, sigma, prior_sd = 20, 0.5, 1.0
     x = torch.randn(n, 2, generator=g)
     y = x @ torch.tensor([1.5, -0.7]) + 0.3 + sigma * torch.randn(n, generator=g)
     net = bayesianize(nn.Sequential(OrderedDict(fc=nn.Linear(2, 1))), prior=f"normal:{prior_sd}")
     model = BayesianModel(net, _NormalLikelihood(sigma, dataset_size=1000))  # reset to n by reference_posterior
-    ref = reference_posterior(model, (x, y), num_chains=2, num_samples=300, warmup=200, seed=1)
+    ref = reference_posterior(model, (x, y), num_chains=2, num_samples=300, warmup=200, seed=1, dense_mass=dense_mass)
     assert model.likelihood.dataset_size == 1000  # restored
     # analytic posterior of (w1, w2, b): precision I / s0^2 + X^T X / sigma^2
     design = torch.cat([x, torch.ones(n, 1)], 1).double()
@@ -59,6 +60,8 @@ def test_nuts_matches_conjugate_linear_regression():
     d = ref.diagnostics
     assert d["max_rhat"] < 1.05 and d["min_ess_bulk"] > 100 and d["num_params"] == 3
     assert ref.samples["fc.weight"].shape == (2, 300, 1, 2)
+    assert ref.config["dense_mass"] is dense_mass and d["relabel"] == {"target": "none"}  # no hidden layer
+    assert d["function_space"]["num_examples"] == n and ref.inference_data.log_likelihood["y"].shape == (2, 300, n)
 
 
 def _two_class_digits(n_train: int):
@@ -113,9 +116,12 @@ def test_reference_cli_and_size_limit(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "R-hat" in printed and "Jaccard" in printed
+    assert "hidden units relabelled to the guide's copy" in printed and "function space" in printed
     import json
     doc = json.loads((run_dir / "reference" / "comparison.json").read_text())
     assert doc["diagnostics"]["num_data"] == 30 and doc["diagnostics"]["num_chains"] == 2
+    assert doc["diagnostics"]["function_space"]["num_examples"] == 30
+    assert doc["diagnostics"]["relabel"]["groups"][0]["producer"] == "fc1"
     assert "spearman_snr" in doc["comparison"]
     # the stored posterior is reused (no NUTS) for the same model, prior and data, refused for another
     code = main(["reference", str(run_dir), "--reference-from", str(run_dir / "reference"), "--subset", "30",
