@@ -26,6 +26,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from ._files import publish
+
 __all__ = [
     "DATASETS",
     "DataBundle",
@@ -324,7 +326,7 @@ def download_idx_files(name: str, target: str | os.PathLike, mirrors: Optional[S
                 got = _md5(Path(tmp))
                 if got != checksum:
                     raise DataError(f"checksum mismatch for {url}: got {got}, expected {checksum}")
-                os.replace(tmp, dest)
+                publish(tmp, dest)
                 break
             except (urllib.error.URLError, OSError, DataError, ValueError) as exc:
                 errors.append(f"{url}: {exc}")

@@ -50,3 +50,26 @@ def test_corrupt_or_foreign_checkpoints_are_refused(digits, tmp_path):
         load_run(tmp_path)
     with pytest.raises(ValueError):
         save_run(tmp_path / "c", {})
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """Files written through a temporary file get 0666 less the umask, not mkstemp's 0600."""
+    import os
+    import stat
+
+    import arviz as az
+    import numpy as np
+
+    from pyrocompress.diagnostics._arviz import to_netcdf
+    from pyrocompress.runs import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        to_netcdf(az.from_dict(posterior={"w": np.zeros((1, 3))}), tmp_path / "p.nc")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "p.nc"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind

@@ -19,6 +19,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 import xarray as xr
 
+from .._files import publish
+
 __all__ = [
     "arviz",
     "version",
@@ -121,7 +123,7 @@ def to_netcdf(idata, path: str | os.PathLike) -> Path:
     try:
         with _quiet():
             idata.to_netcdf(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

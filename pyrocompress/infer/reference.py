@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -460,18 +459,12 @@ def write_reference(out_dir: str | os.PathLike, reference: ReferencePosterior,
     """Write ``comparison.json`` (diagnostics, config, comparison summary), ``summary.csv``
     (R-hat / ESS per parameter), ``weights.csv`` (per-weight comparison) and ``posterior.nc``
     (ArviZ InferenceData, netCDF) to ``out_dir``, each file atomically."""
+    from ..diagnostics._arviz import to_netcdf
     from ..runs import write_csv, write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".posterior.nc.", suffix=".tmp")
-    os.close(fd)
-    try:
-        reference.inference_data.to_netcdf(tmp)
-        os.replace(tmp, out / "posterior.nc")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    to_netcdf(reference.inference_data, out / "posterior.nc")
     table = reference.summary.reset_index().rename(columns={"index": "parameter"})
     write_csv(out / "summary.csv", table.to_dict(orient="records"))
     if comparison is not None:

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from .._files import publish
 from ..runs import atomic_write_bytes, write_json
 
 __all__ = ["StoreError", "ResultsStore", "METRICS", "DIMS", "STORE_FORMAT", "trial_dataset", "read_results"]
@@ -58,7 +59,7 @@ def _atomic_write_file(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
