@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ._files import publish
+from ._files import atomic_write
 
 __all__ = [
     "DATASETS",
@@ -315,9 +314,9 @@ def download_idx_files(name: str, target: str | os.PathLike, mirrors: Optional[S
         errors = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + filename
-            fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{filename}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+
+            def fetch(tmp: str, url: str = url, checksum: str = checksum) -> None:
+                with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                     while True:
                         chunk = resp.read(1 << 20)
                         if not chunk:
@@ -326,13 +325,12 @@ def download_idx_files(name: str, target: str | os.PathLike, mirrors: Optional[S
                 got = _md5(Path(tmp))
                 if got != checksum:
                     raise DataError(f"checksum mismatch for {url}: got {got}, expected {checksum}")
-                publish(tmp, dest)
+
+            try:
+                atomic_write(dest, fetch, suffix=".part")
                 break
             except (urllib.error.URLError, OSError, DataError, ValueError) as exc:
                 errors.append(f"{url}: {exc}")
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
         else:
             raise DataError(f"could not download {filename} for {name}: " + "; ".join(errors))
     return target

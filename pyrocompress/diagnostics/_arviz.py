@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -19,7 +18,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 import xarray as xr
 
-from .._files import publish
+from .._files import atomic_write
 
 __all__ = [
     "arviz",
@@ -116,19 +115,11 @@ def summary_stats(dataset: xr.Dataset, hdi_prob: float, var_names: Optional[Sequ
 
 def to_netcdf(idata, path: str | os.PathLike) -> Path:
     """Write an ``InferenceData`` to NetCDF atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         with _quiet():
             idata.to_netcdf(tmp)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def from_netcdf(path: str | os.PathLike):

@@ -147,9 +147,10 @@ def align_hidden_units(samples: Mapping[str, torch.Tensor], model, *, target: st
     missing = sorted(needed - set(sites))
     if missing:
         raise ValueError(f"the draws have no {missing}: they are not draws of this model's sites")
-    chains, draws = next(iter(samples.values())).shape[:2]
-    values = {s: samples[s].detach().cpu().double().numpy().reshape((chains * draws,) + tuple(samples[s].shape[2:]))
-              for s in sites}
+    chains, draws = samples[next(iter(needed))].shape[:2]
+    # only the sites a permutation touches; the others (the output layer's bias, ...) pass through
+    original = {s: samples[s].detach().cpu().double().numpy().reshape((chains * draws,) + tuple(samples[s].shape[2:]))
+                for s in needed}
     if target == "guide":
         if guide is None or not hasattr(guide, "loc_of"):
             raise ValueError("target='guide' needs a pyrocompress MeanFieldGuide (guide=...)")
@@ -157,12 +158,11 @@ def align_hidden_units(samples: Mapping[str, torch.Tensor], model, *, target: st
             goal = {s: guide.loc_of(s).detach().cpu().double().numpy()[None] for s in needed}
         rounds = 1
     else:
-        goal = {s: values[s][draws - 1:draws].copy() for s in needed}  # chain 0's last draw
+        goal = {s: original[s][draws - 1:draws] for s in needed}  # chain 0's last draw
         rounds = max(1, int(iterations))
-    original = {s: values[s].copy() for s in needed}
     rows = np.arange(chains * draws)[:, None]
     for _ in range(rounds):
-        values.update({s: original[s].copy() for s in needed})
+        values = dict(original)  # _permute replaces arrays, never writes into them
         # each draw's permutation relative to its original labels, per group
         total = {g: np.tile(np.arange(g.units), (chains * draws, 1)) for g in groups}
         for sweep in range(max(1, int(max_passes))):
@@ -184,9 +184,7 @@ def align_hidden_units(samples: Mapping[str, torch.Tensor], model, *, target: st
         report["groups"].append({"producer": g.producer, "consumer": g.consumer, "units": g.units,
                                  "permuted_fraction": float(moved.mean()),
                                  "permuted_fraction_per_chain": [float(v) for v in per_chain]})
-    aligned = {}
-    for s in sites:
-        ref = samples[s]
-        arr = torch.as_tensor(values[s].reshape((chains, draws) + tuple(ref.shape[2:])))
-        aligned[s] = arr.to(dtype=ref.dtype)
+    aligned = dict(samples)
+    for s in needed:
+        aligned[s] = torch.as_tensor(values[s].reshape(samples[s].shape)).to(dtype=samples[s].dtype)
     return aligned, report

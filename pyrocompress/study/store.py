@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from .._files import publish
+from .._files import atomic_write
 from ..runs import atomic_write_bytes, write_json
 
 __all__ = ["StoreError", "ResultsStore", "METRICS", "DIMS", "STORE_FORMAT", "trial_dataset", "read_results"]
@@ -51,18 +50,6 @@ TEXT = ("trial_id", "dataset", "model", "method", "family", "kind", "operating_p
 
 class StoreError(ValueError):
     """The study directory cannot be used as asked (another configuration, corrupt files)."""
-
-
-def _atomic_write_file(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class ResultsStore:
@@ -160,7 +147,7 @@ class ResultsStore:
     def write_dataset(self) -> Path:
         path = self.dir / "results.nc"
         ds = self.dataset()
-        _atomic_write_file(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+        atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
         return path
 
 
