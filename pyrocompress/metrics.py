@@ -88,7 +88,9 @@ def predictive_probs(model: BayesianModel, guide, x: torch.Tensor, num_samples: 
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     if mode not in ("predictive", "mean"):
         raise ValueError(f"mode must be 'predictive' or 'mean', got {mode!r}")
-    pyrocompress_guide = hasattr(guide, "rho")
+    from .infer.guides import is_posterior_guide
+
+    pyrocompress_guide = is_posterior_guide(guide)
     with pyro_scope():
         samples = _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_size, pyrocompress_guide)
     return samples if return_samples else samples.mean(0)

@@ -174,6 +174,19 @@ def _load_state(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str
     module.load_state_dict(state)
 
 
+def _upgrade_guide_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints written before the guides used log-scales stored ``guide.rho.<site>`` (scale =
+    softplus(rho)): convert them to ``guide.log_scale.<site>``, the same posterior."""
+    out = {}
+    for key, value in tensors.items():
+        if key.startswith("guide.rho."):
+            out["guide.log_scale." + key[len("guide.rho."):]] = torch.nn.functional.softplus(value.double()).log().to(
+                value.dtype)
+        else:
+            out[key] = value
+    return out
+
+
 @dataclass
 class Run:
     """A loaded run: its configuration and either a Bayesian model + guide or a plain network."""
@@ -261,6 +274,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
         _load_state(net, tensors, "net.", run_dir / CHECKPOINT)
         return Run(run_dir, config, net=net.to(device), metrics=metrics)
     model, guide = build_bayesian(config)
+    tensors = _upgrade_guide_state(tensors)
     _load_state(model, tensors, "model.", run_dir / CHECKPOINT)
     _load_state(guide, tensors, "guide.", run_dir / CHECKPOINT)
     return Run(run_dir, config, model=model.to(device), guide=guide.to(device), metrics=metrics)

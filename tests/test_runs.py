@@ -11,7 +11,7 @@ from pyrocompress.training import TrainConfig, train
 
 
 def test_checkpoint_round_trip_reproduces_predictions_exactly(digits, tmp_path):
-    run = train(TrainConfig(model="lenet5", epochs=1, prior={"conv*": "normal:0.5", "default": "group_ard"}),
+    run = train(TrainConfig(model="lenet5", epochs=1, prior={"conv*": "normal:0.5", "default": "log_uniform"}),
                 data=digits, out=tmp_path / "run")
     loaded = load_run(tmp_path / "run")
     assert loaded.is_bayesian
@@ -21,7 +21,7 @@ def test_checkpoint_round_trip_reproduces_predictions_exactly(digits, tmp_path):
     torch.manual_seed(5)
     b = predictive_probs(loaded.model, loaded.guide, x, num_samples=4)
     assert torch.equal(a, b)
-    assert loaded.model.net.fc1.prior.name == "group_ard" and loaded.model.net.conv1.prior.scale == 0.5
+    assert loaded.model.net.fc1.prior.name == "log_uniform" and loaded.model.net.conv1.prior.scale == 0.5
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"accuracy", "nll", "ece", "brier", "params", "seconds", "epochs"} <= set(metrics)
 

@@ -22,6 +22,7 @@ from pyro.infer import ELBO
 
 from ..nn.model import BayesianModel
 from .estimators import LayerEstimator, make_estimator
+from .guides import is_posterior_guide
 
 __all__ = ["MeanFieldELBO"]
 
@@ -56,7 +57,7 @@ class MeanFieldELBO(ELBO):
     def _check(model, guide) -> None:
         if not isinstance(model, BayesianModel):
             raise TypeError("MeanFieldELBO needs a pyrocompress BayesianModel; use TraceMeanField_ELBO for other models")
-        if not hasattr(guide, "kl_divergence") or not hasattr(guide, "rho"):
+        if not is_posterior_guide(guide):
             raise TypeError("MeanFieldELBO needs a pyrocompress MeanFieldGuide; use Pyro's ELBOs for other guides")
 
     def loss_terms(self, model: BayesianModel, guide, x: torch.Tensor, y: torch.Tensor,

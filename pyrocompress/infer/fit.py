@@ -320,13 +320,6 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
                              progress=progress, kl_weight_at=_kl_schedule(float(kl_weight), int(kl_anneal_epochs)),
                              on_checkpoint=checkpoint, desc="SVI", device=dev,
                              after_step=(lambda: step_hook(model, guide)) if step_hook is not None else None)
-    if lean:
-        with torch.no_grad():
-            for name, layer in model.bayes_layers():
-                prior = layer.prior
-                if hasattr(prior, "group_variance"):
-                    w = f"{name}.weight"
-                    layer.set_group_variance(prior.group_variance(guide.loc_of(w), guide.scale_of(w)))
     return result
 
 

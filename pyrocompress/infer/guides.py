@@ -2,22 +2,34 @@
 
 The guide is an ordinary ``nn.Module`` (parameters live in the module, never in Pyro's
 global parameter store) whose ``forward`` is a Pyro guide: one ``pyro.sample`` per
-weight / bias site, from ``Normal(loc, softplus(rho))``. Two parametrisations:
+weight / bias site, from ``Normal(loc, exp(log_scale))``. Two parametrisations:
 
 * ``MeanFieldGuide(model)``: one scale per weight;
 * ``MeanFieldGuide(model, shared_scale="group")``: one scale per output neuron / conv
   kernel (the parametrisation of the eVI papers: one variance per kernel).
 
+**Why log-scales.** Adam moves every parameter by about its learning rate per step,
+whatever the gradient's size. With a softplus scale started at 1e-3 that is a change of
+~1e-3 in sigma per step: after 1,000 steps every scale ends near 3e-3 whatever the data
+say, and nothing that reads the scales (SNR, HDI, deletion rules) reads a posterior.
+With ``log_scale`` the same step is a *relative* change of sigma, so a scale crosses
+decades in hundreds of steps; :func:`~pyrocompress.infer.fit` gives the scales their own
+learning rate (``scale_lr``) on top. :meth:`MeanFieldGuide.scale_movement` measures how
+far each scale moved from its start, which ``fit`` records and the diagnostics check.
+
 Locations start from the network's own initialisation and scales start small, so an
 untrained Bayesian network behaves like its deterministic twin.
+
+Everything outside this module talks to a guide through :class:`PosteriorGuide` (posterior
+moments, masking, slicing for structured deletion), never through its parameters.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Optional
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 import pyro
 import pyro.distributions as dist
@@ -25,48 +37,83 @@ import pyro.distributions as dist
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
 
-__all__ = ["MeanFieldGuide", "GUIDES", "make_guide", "inverse_softplus", "posterior_mean_network"]
+__all__ = ["PosteriorGuide", "MeanFieldGuide", "GUIDES", "make_guide", "posterior_mean_network", "is_posterior_guide",
+           "MASKED_SCALE", "site_key"]
 
 GUIDES = ("mean_field", "group_scale")
 
+#: posterior standard deviation of a masked (deleted) weight: zero to float precision, yet its
+#: square stays a normal float32, so sampled pre-activations keep a positive variance and finite gradients
+MASKED_SCALE = 1e-8
+_MASKED_LOG_SCALE = math.log(MASKED_SCALE)
 
-def inverse_softplus(value: float) -> float:
-    if value <= 0:
-        raise ValueError(f"a scale must be positive, got {value}")
-    return value + math.log(-math.expm1(-value))
 
-
-def _key(site: str) -> str:
+def site_key(site: str) -> str:
+    """The ParameterDict key of a Pyro site name (``fc1.weight`` -> ``fc1__weight``)."""
     return site.replace(".", "__")
 
 
-class MeanFieldGuide(nn.Module):
-    """Mean-field Normal guide q(w) = prod N(loc, softplus(rho)^2) over a model's Bayesian layers."""
+@runtime_checkable
+class PosteriorGuide(Protocol):
+    """What pyrocompress needs of a guide over a :class:`~pyrocompress.nn.BayesianModel`.
 
-    def __init__(self, model: BayesianModel, init_scale: float = 1e-3, shared_scale: Optional[str] = None,
-                 min_scale: float = 0.0) -> None:
+    Posterior moments per site (``loc_of``, ``scale_of``: mean and standard deviation of the
+    weight the network computes with), the per-layer parameters the estimators sample from,
+    the KL term of the lean ELBO, and the in-place edits pruning needs (``mask_``, ``shrunk``).
+    """
+
+    def site_names(self) -> list[str]: ...
+
+    def loc_of(self, site: str) -> torch.Tensor: ...
+
+    def scale_of(self, site: str, expand: bool = True) -> torch.Tensor: ...
+
+    def layer_params(self, layer_name: str, layer: BayesLayer, expand: bool = False,
+                     scales: Optional[dict[str, torch.Tensor]] = None): ...
+
+    def kl_divergence(self, model: BayesianModel, scales=None, layers=None) -> torch.Tensor: ...
+
+    def check_belongs_to(self, model: BayesianModel) -> None: ...
+
+    def mask_(self, site: str, keep: torch.Tensor) -> None: ...
+
+    def config(self) -> dict: ...
+
+
+def is_posterior_guide(guide) -> bool:
+    """Whether ``guide`` is a pyrocompress guide (closed-form moments, lean ELBO, masking)."""
+    return isinstance(guide, PosteriorGuide)
+
+
+class MeanFieldGuide(nn.Module):
+    """Mean-field Normal guide q(w) = prod N(loc, exp(log_scale)^2) over a model's Bayesian layers."""
+
+    def __init__(self, model: BayesianModel, init_scale: float = 1e-3, shared_scale: Optional[str] = None) -> None:
         super().__init__()
         if not isinstance(model, BayesianModel):
             raise TypeError("MeanFieldGuide expects a BayesianModel (see pyrocompress.nn.BayesianModel)")
         if shared_scale not in (None, "none", "group"):
             raise ValueError(f"shared_scale must be None or 'group', got {shared_scale!r}")
+        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or \
+                not (0 < init_scale < math.inf):
+            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
         self.shared_scale = None if shared_scale in (None, "none") else "group"
         self.init_scale = float(init_scale)
-        self.min_scale = float(min_scale)
-        rho0 = inverse_softplus(self.init_scale)
+        log0 = math.log(self.init_scale)
         self.loc = nn.ParameterDict()
-        self.rho = nn.ParameterDict()
+        self.log_scale = nn.ParameterDict()
         self._sites: list[tuple[str, str, str]] = []  # (layer name, site, qualified site name)
         for layer_name, layer in model.bayes_layers():
             for site in layer.sites():
                 init = layer.init_weight if site == "weight" else layer.init_bias
                 full = f"{layer_name}.{site}"
-                self.loc[_key(full)] = nn.Parameter(init.detach().clone())
-                rho_shape = self._rho_shape(init.shape)
-                self.rho[_key(full)] = nn.Parameter(torch.full(rho_shape, rho0, dtype=init.dtype, device=init.device))
+                self.loc[site_key(full)] = nn.Parameter(init.detach().clone())
+                shape = self._scale_shape(init.shape)
+                self.log_scale[site_key(full)] = nn.Parameter(
+                    torch.full(shape, log0, dtype=init.dtype, device=init.device))
                 self._sites.append((layer_name, site, full))
 
-    def _rho_shape(self, shape: torch.Size) -> tuple[int, ...]:
+    def _scale_shape(self, shape: torch.Size) -> tuple[int, ...]:
         if self.shared_scale == "group":
             return (shape[0],) + (1,) * (len(shape) - 1)
         return tuple(shape)
@@ -76,18 +123,15 @@ class MeanFieldGuide(nn.Module):
         return [full for _, _, full in self._sites]
 
     def has_site(self, site: str) -> bool:
-        return _key(site) in self.loc
+        return site_key(site) in self.loc
 
     def loc_of(self, site: str) -> torch.Tensor:
-        return self.loc[_key(site)]
+        return self.loc[site_key(site)]
 
     def scale_of(self, site: str, expand: bool = True) -> torch.Tensor:
-        rho = self.rho[_key(site)]
-        scale = F.softplus(rho)
-        if self.min_scale:
-            scale = scale + self.min_scale
-        if expand and scale.shape != self.loc[_key(site)].shape:
-            scale = scale.expand_as(self.loc[_key(site)])
+        scale = self.log_scale[site_key(site)].exp()
+        if expand and scale.shape != self.loc[site_key(site)].shape:
+            scale = scale.expand_as(self.loc[site_key(site)])
         return scale
 
     def scales(self) -> dict[str, torch.Tensor]:
@@ -102,19 +146,99 @@ class MeanFieldGuide(nn.Module):
         ``scales`` (from :meth:`scales`) reuses scales already computed this step; they are
         unexpanded, as with ``expand=False``."""
         w = layer_name + ".weight"
-        lw = self.loc[_key(w)]
+        lw = self.loc[site_key(w)]
         sw = scales[w] if scales is not None else self.scale_of(w, expand=expand)
         if layer.has_bias:
             b = layer_name + ".bias"
             sb = scales[b] if scales is not None else self.scale_of(b, expand=True)
-            return lw, sw, self.loc[_key(b)], sb
+            if sb.shape != self.loc[site_key(b)].shape:
+                sb = sb.expand_as(self.loc[site_key(b)])
+            return lw, sw, self.loc[site_key(b)], sb
         return lw, sw, None, None
+
+    def scale_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the posterior scales (``fit`` gives them their own learning rate)."""
+        return list(self.log_scale.values())
+
+    @torch.no_grad()
+    def scale_movement(self) -> dict[str, torch.Tensor]:
+        """``log(scale / init_scale)`` of every site's scales: how far the posterior moved from its start.
+
+        0 everywhere means an untrained posterior; a positive value a scale that grew towards
+        the prior (a redundant weight), a negative one a scale the data pinned down.
+        """
+        log0 = math.log(self.init_scale)
+        return {full: (self.log_scale[site_key(full)].detach() - log0) for _, _, full in self._sites}
+
+    # ------------------------------------------------------------ edits
+    @torch.no_grad()
+    def set_posterior_(self, site: str, loc: Optional[torch.Tensor] = None,
+                       scale: Optional[torch.Tensor] = None) -> None:
+        """Set a site's posterior mean and/or standard deviation (broadcast to the parameter's shape)."""
+        key = site_key(site)
+        if key not in self.loc:
+            raise ValueError(f"the guide has no site {site!r}; sites: {self.site_names()}")
+        if loc is not None:
+            self.loc[key].copy_(torch.as_tensor(loc, dtype=self.loc[key].dtype).expand_as(self.loc[key]))
+        if scale is not None:
+            scale = torch.as_tensor(scale, dtype=self.log_scale[key].dtype)
+            if bool((scale <= 0).any()):
+                raise ValueError(f"scales must be positive; got a minimum of {float(scale.min())} for {site!r}")
+            self.log_scale[key].copy_(scale.log().expand_as(self.log_scale[key]))
+
+    @torch.no_grad()
+    def mask_(self, site: str, keep: torch.Tensor) -> None:
+        """Delete the weights of ``site`` where ``keep`` is False: location 0, scale :data:`MASKED_SCALE`.
+
+        With a scale shared per unit only units deleted whole lose their variance.
+        """
+        key = site_key(site)
+        loc, log_scale = self.loc[key], self.log_scale[key]
+        m = keep.to(device=loc.device, dtype=torch.bool)
+        loc.mul_(m.to(loc.dtype))
+        if log_scale.shape == loc.shape:
+            log_scale.masked_fill_(~m, _MASKED_LOG_SCALE)
+        else:
+            units = m.reshape(m.shape[0], -1).any(dim=1).reshape(log_scale.shape)
+            log_scale.masked_fill_(~units, _MASKED_LOG_SCALE)
+
+    def like(self, model: BayesianModel) -> "MeanFieldGuide":
+        """A fresh guide of the same kind and settings for another (e.g. shrunk) model."""
+        return type(self)(model, init_scale=self.init_scale, shared_scale=self.shared_scale)
+
+    @torch.no_grad()
+    def shrunk(self, model: BayesianModel, keep: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
+               bias_delta: Optional[dict[str, torch.Tensor]] = None) -> "MeanFieldGuide":
+        """This posterior restricted to the kept units of a physically shrunk ``model``.
+
+        ``keep[layer]`` indexes the kept output units, ``inputs[layer]`` the kept input columns
+        (channels or features); ``bias_delta[layer]`` is added to the bias location (a deleted
+        unit's constant output folded into the next layer).
+        """
+        new = self.like(model).to("cpu")
+        bias_delta = bias_delta or {}
+        for layer_name, site, full in self._sites:
+            key = site_key(full)
+            if key not in new.loc:
+                raise ValueError(f"the shrunk model has no site {full!r}")
+            out_idx = keep.get(layer_name)
+            in_idx = inputs.get(layer_name) if site == "weight" else None
+            loc = self.loc[key].detach().cpu()
+            if site == "bias" and layer_name in bias_delta:
+                loc = loc + bias_delta[layer_name].to(loc.dtype)
+            new.loc[key].copy_(_slice(loc, out_idx, in_idx))
+            log_scale = self.log_scale[key].detach().cpu()
+            if log_scale.shape == self.loc[key].shape:
+                new.log_scale[key].copy_(_slice(log_scale, out_idx, in_idx))
+            else:
+                new.log_scale[key].copy_(_slice(log_scale, out_idx, None))
+        return new.to(next(self.parameters()).device)
 
     # ------------------------------------------------------------ Pyro guide
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         samples = {}
         for _, _, full in self._sites:
-            loc = self.loc[_key(full)]
+            loc = self.loc[site_key(full)]
             samples[full] = pyro.sample(full, dist.Normal(loc, self.scale_of(full)).to_event(loc.dim()))
         return samples
 
@@ -123,12 +247,12 @@ class MeanFieldGuide(nn.Module):
                       layers: Optional[dict[str, BayesLayer]] = None) -> torch.Tensor:
         """KL(q || p) summed over all Bayesian sites, closed form where the prior has one.
 
-        ``scales`` (from :meth:`scales`) avoids recomputing the softplus of every scale and
+        ``scales`` (from :meth:`scales`) avoids recomputing the scale of every site and
         ``layers`` (``dict(model.bayes_layers())``) walking the module tree every step."""
         total = None
         layers = dict(model.bayes_layers()) if layers is None else layers
         for layer_name, site, full in self._sites:
-            loc = self.loc[_key(full)]
+            loc = self.loc[site_key(full)]
             scale = scales[full] if scales is not None else self.scale_of(full, expand=False)
             if scale.shape != loc.shape:
                 scale = scale.expand_as(loc)
@@ -146,7 +270,7 @@ class MeanFieldGuide(nn.Module):
         for layer_name, layer in model.bayes_layers():
             for site in layer.sites():
                 expected[f"{layer_name}.{site}"] = tuple(layer.site_shape(site))
-        mine = {full: tuple(self.loc[_key(full)].shape) for _, _, full in self._sites}
+        mine = {full: tuple(self.loc[site_key(full)].shape) for _, _, full in self._sites}
         if expected != mine:
             missing = sorted(set(expected) - set(mine))
             extra = sorted(set(mine) - set(expected))
@@ -155,6 +279,14 @@ class MeanFieldGuide(nn.Module):
                 "the guide does not belong to this model: "
                 f"missing sites {missing}, unknown sites {extra}, shape mismatches {wrong}; "
                 "build the guide with make_guide(model)")
+
+
+def _slice(t: torch.Tensor, out_idx: Optional[torch.Tensor], in_idx: Optional[torch.Tensor]) -> torch.Tensor:
+    if out_idx is not None:
+        t = t.index_select(0, out_idx.to(t.device))
+    if in_idx is not None and t.dim() > 1:
+        t = t.index_select(1, in_idx.to(t.device))
+    return t
 
 
 def make_guide(model: BayesianModel, name: str = "mean_field", init_scale: float = 1e-3) -> MeanFieldGuide:
@@ -168,7 +300,7 @@ def make_guide(model: BayesianModel, name: str = "mean_field", init_scale: float
 
 
 @torch.no_grad()
-def posterior_mean_network(model: BayesianModel, guide: MeanFieldGuide) -> nn.Module:
+def posterior_mean_network(model: BayesianModel, guide: PosteriorGuide) -> nn.Module:
     """The plain ``nn.Module`` with the guide's posterior means as weights (the deployable network).
 
     It is a copy of the model's architecture template; Bayesian layers take the guide's
@@ -177,8 +309,6 @@ def posterior_mean_network(model: BayesianModel, guide: MeanFieldGuide) -> nn.Mo
     if model.architecture is None:
         raise ValueError("the model has no architecture template; build it with BayesianModel.from_module")
     guide.check_belongs_to(model)
-    import copy
-
     net = copy.deepcopy(model.architecture)
     bayes = dict(model.bayes_layers())
     own = dict(model.net.named_modules())

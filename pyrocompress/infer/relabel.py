@@ -15,7 +15,7 @@ with the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) per draw
 layers in a top-level ``nn.Sequential`` with only unit-wise modules between them (activations,
 dropout, pooling, flatten). Anything else between them (a deterministic layer, a batch norm
 with its own parameters) breaks the symmetry and no group is formed; so does a producer with a
-per-unit hierarchical prior (:class:`~pyrocompress.nn.priors.GroupARDPrior`), whose learned
+per-unit hierarchical prior (a group prior with latent scales per unit), whose learned
 variances tell its units apart.
 """
 from __future__ import annotations
@@ -53,7 +53,6 @@ class UnitGroup:
 def permutation_groups(model) -> list[UnitGroup]:
     """The hidden layers of ``model`` (a BayesianModel) whose units are exchangeable."""
     from ..nn.layers import BayesConv2d, BayesLayer
-    from ..nn.priors import GroupARDPrior
 
     net = model.net
     if not isinstance(net, nn.Sequential):
@@ -68,8 +67,9 @@ def permutation_groups(model) -> list[UnitGroup]:
                 units = p_layer.out_units
                 in_units = module.weight_shape[1]
                 flat_conv = flattened and isinstance(p_layer, BayesConv2d) and in_units % units == 0
-                # a hierarchical prior with one variance per unit (GroupARD) makes the units distinguishable
-                exchangeable = not isinstance(p_layer.prior, GroupARDPrior)
+                # a group prior has latent scale variables per unit: relabelling would have to permute
+                # them too, so such layers are left as they are
+                exchangeable = not p_layer.prior.per_unit_latents
                 if exchangeable and (in_units == units or flat_conv):
                     groups.append(UnitGroup(p_name, name, units, in_units // units, p_layer.has_bias))
             previous, flattened = (name, module), False

@@ -21,7 +21,7 @@ from torch import nn
 from pyro.nn import PyroModule, PyroSample
 from pyro.poutine.runtime import effectful
 
-from .priors import GroupARDPrior, NormalPrior, Prior, make_prior
+from .priors import Prior, make_prior
 
 __all__ = ["BayesLayer", "BayesLinear", "BayesConv2d", "bayes_layers"]
 
@@ -52,9 +52,7 @@ class BayesLayer(PyroModule):
         self.weight_shape = tuple(int(s) for s in weight_shape)
         self.has_bias = bool(has_bias)
         self.prior = make_prior(prior)
-        if bias_prior is None:
-            bias_prior = self.prior if not isinstance(self.prior, GroupARDPrior) else NormalPrior(1.0)
-        self.bias_prior = make_prior(bias_prior)
+        self.bias_prior = make_prior(self.prior if bias_prior is None else bias_prior)
         # a zero-size buffer that follows .to(device) so priors know where to live
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
         if init_weight is None:
@@ -68,9 +66,6 @@ class BayesLayer(PyroModule):
             init_bias.detach().clone() if (has_bias and init_bias is not None) else torch.zeros(self.weight_shape[0]),
             persistent=False,
         )
-        if isinstance(self.prior, GroupARDPrior):
-            # explicit hyperparameter of the hierarchical prior (log group variance)
-            self.prior_log_group_variance = nn.Parameter(torch.zeros(self.weight_shape[0]))
         self.weight = PyroSample(lambda self: self._prior_distribution("weight"))
         if self.has_bias:
             self.bias = PyroSample(lambda self: self._prior_distribution("bias"))
@@ -90,17 +85,7 @@ class BayesLayer(PyroModule):
         return ("weight", "bias") if self.has_bias else ("weight",)
 
     def _prior_distribution(self, site: str):
-        prior = self.prior_of(site)
-        shape = torch.Size(self.site_shape(site))
-        if isinstance(prior, GroupARDPrior) and site == "weight":
-            return prior.distribution(shape, self._anchor, self.prior_log_group_variance.exp())
-        return prior.distribution(shape, self._anchor)
-
-    @torch.no_grad()
-    def set_group_variance(self, variance: torch.Tensor) -> None:
-        """Store fitted ARD group variances in the model (no-op for other priors)."""
-        if isinstance(self.prior, GroupARDPrior):
-            self.prior_log_group_variance.copy_(variance.clamp_min(self.prior.min_variance).log())
+        return self.prior_of(site).distribution(torch.Size(self.site_shape(site)), self._anchor)
 
     # --------------------------------------------------------------- compute
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:

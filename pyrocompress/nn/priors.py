@@ -6,23 +6,28 @@ in the model and usable by any Pyro inference algorithm), and the KL divergence
 of a mean-field Normal guide from it (closed form where one exists, a one-sample
 Monte Carlo estimate otherwise), which the lean estimators use for all layers at once.
 
-Group priors treat dim 0 of a weight (output neuron / conv kernel) as the group.
+Priors with a deletion rule of their own (:meth:`Prior.deletion_rule`, e.g. sparse
+variational dropout's log alpha > 3) let pruning use it as the automatic threshold.
 """
 from __future__ import annotations
 
 import fnmatch
 import math
 from dataclasses import dataclass
-from typing import Mapping, Union
+from typing import Mapping, NamedTuple, Optional, Union
 
 import torch
 import pyro.distributions as dist
+from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import TorchDistribution
 
 __all__ = [
     "Prior",
     "NormalPrior",
     "ScaleMixturePrior",
-    "GroupARDPrior",
+    "LogUniformPrior",
+    "LogUniformImproper",
+    "DeletionRule",
     "PRIORS",
     "make_prior",
     "resolve_prior",
@@ -38,6 +43,9 @@ class Prior:
     name: str = "prior"
     #: whether :meth:`kl` is exact (closed form) rather than a Monte Carlo estimate
     closed_form_kl: bool = True
+    #: whether the prior has latent variables per output unit (group scales): units then carry
+    #: their own latents and are not exchangeable by weights alone
+    per_unit_latents: bool = False
 
     def distribution(self, shape: torch.Size, like: torch.Tensor) -> dist.Distribution:
         """The Pyro distribution of a tensor of ``shape`` (all dims are event dims)."""
@@ -54,9 +62,23 @@ class Prior:
     def to_config(self) -> dict:
         raise NotImplementedError
 
+    def deletion_rule(self) -> Optional["DeletionRule"]:
+        """The prior's own rule for which weights are redundant, or None (pruning then needs a
+        sparsity, a threshold, or the data-driven automatic threshold)."""
+        return None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.to_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+class DeletionRule(NamedTuple):
+    """A prior's own deletion rule: delete the weights whose ``score`` (an importance of
+    :mod:`pyrocompress.diagnostics.scores`) lies below ``threshold``."""
+
+    score: str
+    threshold: float
+    description: str
 
 
 @dataclass(repr=False)
@@ -138,64 +160,110 @@ class ScaleMixturePrior(Prior):
         return {"name": self.name, "pi": self.pi, "scale1": self.scale1, "scale2": self.scale2}
 
 
-@dataclass(repr=False)
-class GroupARDPrior(Prior):
-    """Hierarchical group-shrinkage prior: w[g, ...] ~ N(0, alpha_g), one variance per group.
+class LogUniformImproper(TorchDistribution):
+    """The improper log-uniform density p(w) proportional to 1/|w| over a tensor of ``shape``.
 
-    A group is an output neuron of a Linear layer or a kernel (output channel) of a
-    Conv2d layer, so whole neurons and kernels shrink together (automatic relevance
-    determination). The group variances are hyperparameters fitted by type-II maximum
-    likelihood; for a Normal guide the optimum is closed form,
-    ``alpha_g = mean over the group of (mu^2 + sigma^2)``, so :meth:`kl` integrates them
-    out exactly at their optimum (the envelope theorem makes the gradients those of the
-    fitted prior). ``min_variance`` keeps a dead group's variance away from zero.
-    In the Pyro model the group variances are explicit: the layer exposes them as
-    ``<layer>.prior_group_variance`` (see :meth:`group_variance`).
+    ``log_prob`` is ``-sum log|w|`` (the normaliser is infinite; ELBOs need only gradients,
+    and MCMC only ratios). It cannot be sampled: prior predictive checks of a model with
+    this prior are undefined.
     """
 
-    min_variance: float = 1e-8
-    name: str = "group_ard"
+    arg_constraints: dict = {}
+    support = constraints.real
+    has_rsample = False
+
+    def __init__(self, shape: torch.Size, like: torch.Tensor, validate_args=None) -> None:
+        self._like = like
+        super().__init__(torch.Size(), torch.Size(shape), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return _expand_improper(self, batch_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        tiny = torch.finfo(value.dtype).tiny
+        per = -value.abs().clamp_min(tiny).log()
+        dims = tuple(range(-len(self.event_shape), 0)) if len(self.event_shape) else ()
+        return per.sum(dims) if dims else per
+
+    def sample(self, sample_shape=torch.Size()):
+        raise NotImplementedError("the log-uniform prior is improper: it cannot be sampled (no prior predictive); "
+                                  "infer its posterior with SVI (the lean ELBO or Trace_ELBO) or MCMC")
+
+
+def _expand_improper(d: LogUniformImproper, batch_shape) -> LogUniformImproper:
+    new = LogUniformImproper.__new__(LogUniformImproper)
+    new._like = d._like
+    TorchDistribution.__init__(new, torch.Size(batch_shape), d.event_shape, validate_args=False)
+    return new
+
+
+#: Molchanov et al. (2017), eq. 14: -KL(q || p) ~ k1 sigmoid(k2 + k3 log alpha) - 0.5 log(1 + 1/alpha) - k1
+_SVD_K1, _SVD_K2, _SVD_K3 = 0.63576, 1.87320, 1.48695
+
+
+@dataclass(repr=False)
+class LogUniformPrior(Prior):
+    """Sparse variational dropout's log-uniform prior p(|w|) proportional to 1/|w| (Molchanov et al. 2017).
+
+    With a Normal posterior N(theta, sigma^2) (the additive-noise parametrisation: theta and
+    log sigma are free, so the dropout rate alpha = sigma^2 / theta^2 is unbounded) the KL
+    depends on alpha alone; :meth:`kl_elementwise` is the paper's approximation (eq. 14,
+    accurate to 0.01 nats), with log alpha clipped to [-``log_alpha_clip``, ``log_alpha_clip``].
+    The prior pushes every weight towards alpha -> infinity (pure noise): what the data do not
+    need ends with a large alpha and is deleted by the paper's rule log alpha > ``threshold``
+    (3 by default, i.e. |theta| / sigma < e^-1.5 = 0.22): :meth:`deletion_rule`.
+    A deleted weight (theta exactly 0) has log alpha = +clip and adds no KL.
+    """
+
+    threshold: float = 3.0
+    log_alpha_clip: float = 10.0
+    name: str = "log_uniform"
     closed_form_kl: bool = True
 
-    def group_variance(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        dims = tuple(range(1, loc.dim()))
-        second_moment = loc.square() + scale.square()
-        if not dims:
-            return second_moment.clamp_min(self.min_variance)
-        return second_moment.mean(dim=dims).clamp_min(self.min_variance)
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.threshold) and math.isfinite(self.log_alpha_clip) and self.log_alpha_clip > 0):
+            raise ValueError(f"LogUniformPrior needs a finite threshold and a positive log_alpha_clip, got "
+                             f"threshold={self.threshold}, log_alpha_clip={self.log_alpha_clip}")
+        if not -self.log_alpha_clip < self.threshold < self.log_alpha_clip:
+            raise ValueError(f"the deletion threshold {self.threshold} must lie inside the clip range "
+                             f"(-{self.log_alpha_clip}, {self.log_alpha_clip})")
 
-    def _expand(self, alpha: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return alpha.reshape((-1,) + (1,) * (like.dim() - 1))
+    def distribution(self, shape, like):
+        return LogUniformImproper(torch.Size(shape), like)
 
-    def distribution(self, shape, like, group_variance: torch.Tensor | None = None):
-        if group_variance is None:
-            group_variance = like.new_ones(shape[0])
-        std = self._expand(group_variance, torch.empty(shape)).sqrt().expand(shape)
-        return dist.Normal(torch.zeros_like(std), std).to_event(len(shape))
+    def log_alpha(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """log(sigma^2 / theta^2), clipped; +clip where theta is exactly 0 (a deleted weight)."""
+        deleted = loc == 0
+        theta2 = torch.where(deleted, torch.ones_like(loc), loc.square())
+        value = (2.0 * torch.log(scale) - torch.log(theta2)).clamp(-self.log_alpha_clip, self.log_alpha_clip)
+        return torch.where(deleted, torch.full_like(value, self.log_alpha_clip), value)
 
     def kl_elementwise(self, loc, scale):
-        alpha = self._expand(self.group_variance(loc, scale), loc)
-        var = scale.square()
-        return 0.5 * (torch.log(alpha / var) + (var + loc.square()) / alpha - 1.0)
+        la = self.log_alpha(loc, scale)
+        neg_kl = _SVD_K1 * torch.sigmoid(_SVD_K2 + _SVD_K3 * la) - 0.5 * torch.nn.functional.softplus(-la) - _SVD_K1
+        return -neg_kl
 
     def kl(self, loc, scale):
-        # at the optimum alpha_g, sum_j (var + mu^2)/alpha_g = n_g, so the KL collapses to
-        # 0.5 * sum_g [n_g log alpha_g] - 0.5 * sum log var  (the "+n - n" cancels)
-        alpha = self.group_variance(loc, scale)
-        group_size = loc[0].numel() if loc.dim() > 1 else 1
-        return 0.5 * (group_size * torch.log(alpha).sum() - 2.0 * torch.log(scale).sum())
+        return self.kl_elementwise(loc, scale).sum()
+
+    def deletion_rule(self) -> DeletionRule:
+        return DeletionRule("log_alpha", -self.threshold, f"log alpha > {self.threshold:g} (Molchanov et al. 2017)")
 
     def to_config(self):
-        return {"name": self.name, "min_variance": self.min_variance}
+        return {"name": self.name, "threshold": self.threshold, "log_alpha_clip": self.log_alpha_clip}
 
 
 PRIORS: dict[str, type[Prior]] = {
     "normal": NormalPrior,
     "scale_mixture": ScaleMixturePrior,
-    "group_ard": GroupARDPrior,
+    "log_uniform": LogUniformPrior,
 }
 
 PriorSpec = Union[str, Prior, Mapping[str, Union[str, Prior, dict]], dict]
+
+
+#: the option a "name:value" spec sets
+_FIRST_OPTION = {"normal": "scale", "scale_mixture": "pi", "log_uniform": "threshold"}
 
 
 def make_prior(spec: str | Prior | dict, **kwargs) -> Prior:
@@ -219,7 +287,7 @@ def make_prior(spec: str | Prior | dict, **kwargs) -> Prior:
             value = float(arg)
         except ValueError as exc:
             raise ValueError(f"prior {spec!r}: the value after ':' must be a number") from exc
-        first = {"normal": "scale", "scale_mixture": "pi", "group_ard": "min_variance"}[name]
+        first = _FIRST_OPTION[name]
         kwargs.setdefault(first, value)
     try:
         return PRIORS[name](**kwargs)

@@ -10,8 +10,8 @@ Applying masks (:meth:`Masks.apply`):
 * to a plain ``nn.Module``: masked weights (and biases) are set to zero in place;
 * to a :class:`~pyrocompress.nn.BayesianModel` with its
   :class:`~pyrocompress.infer.MeanFieldGuide`: masked locations are set to exactly zero
-  and their ``rho`` to :data:`MASKED_RHO`, so their posterior standard deviation is
-  :data:`MASKED_SCALE` = 1e-8 (plus the guide's ``min_scale``): zero variance to float
+  and their posterior standard deviation to :data:`MASKED_SCALE` = 1e-8
+  (:meth:`~pyrocompress.infer.guides.MeanFieldGuide.mask_`): zero variance to float
   precision, while the variance of a sampled pre-activation stays positive so that SVI
   gradients stay finite. Layers of the model left
   deterministic are zeroed like a plain network's.
@@ -32,27 +32,22 @@ whose square root has no gradient.
 
 Public API: ``Masks`` (``ones``, ``from_units``, ``&``, ``apply``, ``step_hook``,
 ``unit_keep``, ``summary``, ``sparsity``, ``to_tensors``/``from_tensors``),
-``MaskLayers``, ``layer_shapes``, ``prunable_layers``, ``MASKED_RHO``.
+``MaskLayers``, ``layer_shapes``, ``prunable_layers``, ``MASKED_SCALE``.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
 from pyro.poutine.messenger import Messenger
 
+from ..infer.guides import MASKED_SCALE, is_posterior_guide
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
 
-__all__ = ["Masks", "MaskLayers", "layer_shapes", "prunable_layers", "MASKED_RHO", "MASKED_SCALE"]
+__all__ = ["Masks", "MaskLayers", "layer_shapes", "prunable_layers", "MASKED_SCALE"]
 
-#: posterior standard deviation of a masked weight: zero to float precision, yet its square stays a
-#: normal float32, so sampled pre-activations keep a positive variance and finite gradients
-MASKED_SCALE = 1e-8
-#: rho of a masked weight: softplus(MASKED_RHO) == MASKED_SCALE
-MASKED_RHO = math.log(math.expm1(MASKED_SCALE))
 
 
 def prunable_layers(obj: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -192,8 +187,8 @@ class Masks:
         if isinstance(obj, BayesianModel):
             if guide is None:
                 raise ValueError("masking a BayesianModel needs its guide: masks.apply(model, guide)")
-            if not (hasattr(guide, "loc_of") and hasattr(guide, "rho")):
-                raise TypeError(f"masks apply to a pyrocompress MeanFieldGuide, got {type(guide).__name__}; "
+            if not is_posterior_guide(guide):
+                raise TypeError(f"masks apply to a pyrocompress guide, got {type(guide).__name__}; "
                                 "use the MaskLayers handler with other guides")
             guide.check_belongs_to(obj)
             bayes = dict(obj.bayes_layers())
@@ -223,18 +218,8 @@ class Masks:
 
     @staticmethod
     def _apply_guide_site(guide: Any, site: str, mask: Optional[torch.Tensor]) -> None:
-        if mask is None:
-            return
-        key = site.replace(".", "__")
-        loc, rho = guide.loc[key], guide.rho[key]
-        m = mask.to(loc.device)
-        loc.mul_(m.to(loc.dtype))
-        if rho.shape == loc.shape:
-            rho.masked_fill_(~m, MASKED_RHO)
-        else:
-            # a shared scale per unit: only units deleted whole lose their variance
-            units = m.reshape(m.shape[0], -1).any(dim=1).reshape(rho.shape)
-            rho.masked_fill_(~units, MASKED_RHO)
+        if mask is not None:
+            guide.mask_(site, mask)
 
     def step_hook(self) -> Callable[..., None]:
         """A function for ``fit(step_hook=...)`` / ``fit_deterministic(step_hook=...)`` re-applying the masks."""

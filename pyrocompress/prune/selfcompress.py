@@ -100,7 +100,7 @@ def _fresh(model: BayesianModel, guide: MeanFieldGuide, seed: int) -> tuple[Baye
                                     dataset_size=model.likelihood.dataset_size, include=list(layers))
     for name, layer in new.bayes_layers():
         layer.bias_prior = layers[name].bias_prior
-    g = MeanFieldGuide(new, init_scale=guide.init_scale, shared_scale=guide.shared_scale, min_scale=guide.min_scale)
+    g = guide.like(new)
     return new.to(model.device), g.to(model.device)
 
 

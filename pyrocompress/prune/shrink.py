@@ -23,7 +23,7 @@ The output layer's units are never deleted, and every layer keeps at least one u
 For a :class:`~pyrocompress.nn.BayesianModel` the plan is made on the posterior-mean
 network; the result is a new, smaller BayesianModel (same priors, same likelihood,
 ``BayesianModel.from_module`` of the shrunk architecture) with a new MeanFieldGuide
-whose ``loc`` / ``rho`` are the sliced old ones, ready for more SVI with ``fit()``.
+whose parameters are the sliced old ones (:meth:`MeanFieldGuide.shrunk`), ready for more SVI with ``fit()``.
 A folded constant enters the next layer's bias *location* (the posterior mean of the
 deleted unit's output); its posterior variance is dropped.
 
@@ -46,6 +46,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..infer.guides import is_posterior_guide
 from ..nn.arch import describe
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
@@ -284,31 +285,13 @@ def apply_plan(net: nn.Sequential, plan: ShrinkPlan) -> nn.Sequential:
 
 @torch.no_grad()
 def _shrink_bayesian(model: BayesianModel, guide: Any, plan: ShrinkPlan, small_net: nn.Sequential):
-    from ..infer.guides import MeanFieldGuide
-
     old_layers = dict(model.bayes_layers())
     priors = {n: layer.prior for n, layer in old_layers.items()}
     new_model = BayesianModel.from_module(small_net.cpu(), model.likelihood.num_classes, prior=priors,
                                           dataset_size=model.likelihood.dataset_size, include=list(old_layers))
-    new_layers = dict(new_model.bayes_layers())
-    for name, layer in new_layers.items():
-        old = old_layers[name]
-        layer.bias_prior = old.bias_prior
-        if hasattr(old, "prior_log_group_variance") and hasattr(layer, "prior_log_group_variance"):
-            layer.prior_log_group_variance.copy_(old.prior_log_group_variance.detach().cpu()
-                                                 .index_select(0, plan.keep[name]))
-    new_guide = MeanFieldGuide(new_model, init_scale=guide.init_scale, shared_scale=guide.shared_scale,
-                               min_scale=guide.min_scale)
-    for name, layer in new_layers.items():
-        out_idx, in_idx = plan.keep[name], plan.inputs.get(name)
-        for site in layer.sites():
-            key = f"{name}.{site}".replace(".", "__")
-            loc = guide.loc[key].detach().cpu()
-            rho = guide.rho[key].detach().cpu()
-            if site == "bias" and name in plan.bias_delta:
-                loc = loc + plan.bias_delta[name].to(loc.dtype)
-            new_guide.loc[key].copy_(_slice(loc, out_idx, in_idx if site == "weight" else None))
-            new_guide.rho[key].copy_(_slice(rho, out_idx, in_idx if site == "weight" else None))
+    for name, layer in new_model.bayes_layers():
+        layer.bias_prior = old_layers[name].bias_prior
+    new_guide = guide.shrunk(new_model, plan.keep, plan.inputs, plan.bias_delta)
     device = model.device
     return new_model.to(device), new_guide.to(device)
 
@@ -323,8 +306,8 @@ def shrink(obj: nn.Module, guide: Any = None, masks: Optional[Masks] = None, war
     if isinstance(obj, BayesianModel):
         from ..infer.guides import posterior_mean_network
 
-        if guide is None or not (hasattr(guide, "loc") and hasattr(guide, "rho")):
-            raise TypeError("shrinking a BayesianModel needs its pyrocompress MeanFieldGuide")
+        if guide is None or not is_posterior_guide(guide):
+            raise TypeError("shrinking a BayesianModel needs its pyrocompress guide (a MeanFieldGuide from make_guide)")
         guide.check_belongs_to(obj)
         if obj.architecture is None:
             raise ShrinkError("the model has no architecture template; build it with BayesianModel.from_module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyrocompress.infer.guides import MeanFieldGuide, inverse_softplus
+from pyrocompress.infer.guides import MeanFieldGuide
 from pyrocompress.nn.model import BayesianModel
 
 DIGITS_RUN = dict(dataset="digits", model="mlp", model_options={"hidden": [64]}, epochs=10, lr=1e-2,
@@ -15,12 +15,8 @@ DIGITS_RUN = dict(dataset="digits", model="mlp", model_options={"hidden": [64]},
 
 
 def set_moments(guide: MeanFieldGuide, site: str, loc: torch.Tensor, scale: torch.Tensor) -> None:
-    """Set a site's posterior loc and scale exactly (rho = softplus^-1(scale - min_scale))."""
-    key = site.replace(".", "__")
-    with torch.no_grad():
-        guide.loc[key].copy_(loc)
-        rho = torch.tensor([inverse_softplus(float(s) - guide.min_scale) for s in scale.flatten()])
-        guide.rho[key].copy_(rho.reshape(scale.shape))
+    """Set a site's posterior loc and scale exactly."""
+    guide.set_posterior_(site, loc=loc, scale=scale)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ def _model(layer: nn.Module, num_classes: int):
     model = BayesianModel.from_module(net, num_classes)
     guide = make_guide(model, init_scale=0.3)
     with torch.no_grad():
-        for p in guide.rho.values():
+        for p in guide.log_scale.values():
             p.add_(torch.rand_like(p) - 0.5)
     return model, guide
 

@@ -36,8 +36,8 @@ def _randomize(guide: MeanFieldGuide, seed: int, scale_range=(0.05, 0.4)) -> Non
         for key in guide.loc:
             guide.loc[key].copy_(0.5 * torch.randn(guide.loc[key].shape, generator=g))
             lo, hi = scale_range
-            s = lo + (hi - lo) * torch.rand(guide.rho[key].shape, generator=g)
-            guide.rho[key].copy_(torch.log(torch.expm1(s)))
+            s = lo + (hi - lo) * torch.rand(guide.log_scale[key].shape, generator=g)
+            guide.log_scale[key].copy_(torch.log(s))
 
 
 def _sample_site(guide, site, n, g):

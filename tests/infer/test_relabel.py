@@ -1,5 +1,7 @@
 """Hidden-unit relabelling: which layers are exchangeable, permuted draws mapped back to one copy
 of the symmetry without changing what they predict, and the reference posterior's use of it."""
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from pyrocompress.infer.guides import MeanFieldGuide
 from pyrocompress.infer.reference import pointwise_log_likelihood, reference_posterior
 from pyrocompress.infer.relabel import align_hidden_units, permutation_groups
 from pyrocompress.nn.model import BayesianModel
+from pyrocompress.nn.priors import NormalPrior
 from pyrocompress.nn.zoo import build_model
 
 
@@ -25,9 +28,13 @@ def test_permutation_groups_follow_the_architecture():
         ("conv1", "conv2", 20, 1), ("conv2", "fc1", 50, 16), ("fc1", "fc2", 500, 1)]
     # no hidden Bayesian layer: nothing to permute
     assert permutation_groups(_model("mlp", (1, 8, 8), 10, hidden=())) == []
-    # one variance per unit in the prior tells the units apart
-    ard = BayesianModel.from_module(build_model("mlp", (1, 8, 8), 10, hidden=(3,)), 10, prior="group_ard")
-    assert permutation_groups(ard) == []
+    # latent variables per unit in the prior (group scales) tell the units apart
+    @dataclass(repr=False)
+    class PerUnitLatents(NormalPrior):
+        per_unit_latents: bool = True
+
+    grouped = BayesianModel.from_module(build_model("mlp", (1, 8, 8), 10, hidden=(3,)), 10, prior=PerUnitLatents())
+    assert permutation_groups(grouped) == []
 
 
 def _permuted_draws(model, guide, chains=2, draws=25, noise=0.02, seed=0):

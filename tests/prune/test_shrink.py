@@ -113,9 +113,9 @@ def test_bayesian_shrink_matches_masked_posterior_mean_and_trains_further():
         got = result.model.net(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(result.net(x), expected, rtol=1e-5, atol=1e-5)
-    # kept rho values are carried over
+    # kept scales are carried over
     rows, cols = result.plan.keep["fc1"], result.plan.inputs["fc1"]
-    torch.testing.assert_close(result.guide.rho["fc1__weight"], guide.rho["fc1__weight"][rows][:, cols])
+    torch.testing.assert_close(result.guide.scale_of("fc1.weight"), guide.scale_of("fc1.weight")[rows][:, cols])
     assert result.plan.sizes_after["conv1"] == int(keep["conv1"].sum())
     result.guide.check_belongs_to(result.model)
     # priors carried over, the inputs untouched
