@@ -89,7 +89,7 @@ def bench_nuts(args) -> None:
     x, y = d.train.x[m][:100], d.train.y[m][:100]
     model = BayesianModel.from_module(build_model("mlp", (1, 8, 8), 2, hidden=(4,)), 2, dataset_size=100)
     default_threads = torch.get_num_threads()
-    from pyrocompress.infer.reference import count_latent_parameters
+    from pyrocompress.infer.nuts import count_latent_parameters
 
     print(f"\nNUTS potential gradient, mlp hidden=[4] ({count_latent_parameters(model)} parameters), "
           f"100 examples: median ms")

@@ -1,14 +1,37 @@
-"""pyrocompress: Bayesian neural networks as Pyro models, self-compressed by their posteriors."""
+"""pyrocompress: Bayesian neural networks as Pyro models, self-compressed by their posteriors.
+
+The front door (as laplace-torch has one): the verbs of a whole workflow, from data to a
+compressed network::
+
+    import pyrocompress as pc
+    data = pc.load_dataset("digits")
+    model = pc.BayesianModel.from_module(pc.build_model("mlp", data.input_shape, data.num_classes),
+                                         data.num_classes, prior="normal")   # pc.bayesianize: the network only
+    guide = pc.make_guide(model)
+    pc.fit(model, guide, data, epochs=10)
+    pc.evaluate(model, data.test, guide)
+    pc.diagnose(model, guide, out_dir="diag")
+    result = pc.prune(model, guide, method="bayes", sparsity=0.9, data=data)
+    pc.self_compress(model, guide, data)
+    pc.run_study(pc.load_config(), "studies/default")
+    net = pc.load_compressed("out/")
+
+The packages below are layered (data -> nn -> infer -> diagnostics -> prune -> study -> cli;
+see docs/architecture.md).
+"""
+from .api import prune, score
 from .data import DataBundle, from_arrays, load_dataset
+from .diagnostics import diagnose
 from .infer import MeanFieldGuide, fit, fit_deterministic, make_guide
 from .metrics import evaluate, parameter_counts
 from .nn import BayesianModel, bayesianize, build_model
-from .prune.export import load_compressed
+from .prune import Pruned, load_compressed, self_compress
+from .study import load_config, run_study
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DataBundle", "from_arrays", "load_dataset", "MeanFieldGuide", "fit", "fit_deterministic", "make_guide",
-    "evaluate", "parameter_counts", "BayesianModel", "bayesianize", "build_model", "load_compressed",
-    "__version__",
+    "load_dataset", "build_model", "bayesianize", "make_guide", "fit", "evaluate", "diagnose", "score", "prune",
+    "self_compress", "run_study", "load_compressed", "load_config", "DataBundle", "from_arrays", "MeanFieldGuide",
+    "fit_deterministic", "parameter_counts", "BayesianModel", "Pruned", "__version__",
 ]

@@ -1,28 +1,34 @@
-"""The ``pyrocompress`` command line.
+"""The ``pyrocompress`` command line: the top layer, above every package it drives.
 
-Sub-commands are contributed by modules listed in ``COMMAND_MODULES``; each has a
-``register(subparsers)`` that adds its parser(s) with ``set_defaults(func=...)``.
-Errors in what the user gave (names, shapes, files) end with a one-line message and
-exit status 2, never a traceback.
+Sub-commands are contributed by the ``register(subparsers)`` functions in :data:`COMMANDS`
+(``train`` and ``evaluate`` here; ``diagnose``, ``reference``, ``prune``, ``compress``,
+``study`` and ``report`` in their packages' ``cli`` modules), each adding its parser(s) with
+``set_defaults(func=...)``. Errors in what the user gave (names, shapes, files) end with a
+one-line message and exit status 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["main", "build_parser", "COMMAND_MODULES", "parse_options", "UserError"]
+from .data import DATASETS, DataError
+from .diagnostics import cli as diagnostics_cli
+from .diagnostics import reference_cli
+from .infer.estimators import ESTIMATORS
+from .infer.fit import LR_SCHEDULES, OPTIMIZERS, DivergenceError
+from .infer.guides import GUIDES, posterior_mean_network
+from .metrics import evaluate, predictive_estimator
+from .nn.priors import PRIORS
+from .nn.zoo import MODELS
+from .prune import cli as prune_cli
+from .runs import RunError, load_run, write_json
+from .study import cli as study_cli
+from .training import TrainConfig, train
 
-COMMAND_MODULES: list[str] = [
-    "pyrocompress.cli",
-    "pyrocompress.diagnostics.cli",
-    "pyrocompress.prune.cli",
-    "pyrocompress.study.cli",
-    "pyrocompress.infer.reference_cli",
-]
+__all__ = ["main", "build_parser", "COMMANDS", "parse_options", "UserError"]
 
 
 class UserError(Exception):
@@ -55,8 +61,6 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .training import TrainConfig, train
-
     prior: Any = args.prior
     if prior.strip().startswith("{"):
         prior = json.loads(prior)
@@ -66,7 +70,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       estimator=args.estimator, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, lr_schedule=args.lr_schedule, kl_weight=args.kl_weight,
                       kl_anneal_epochs=args.kl_anneal_epochs, particles=args.particles, seed=args.seed,
-                      device=args.device, patience=args.patience, eval_samples=args.eval_samples)
+                      device=args.device, patience=args.patience, eval_samples=args.eval_samples,
+                      init_from=args.init_from)
     run = train(cfg, out=args.out, progress=not args.quiet)
     kind = "deterministic" if cfg.deterministic else f"Bayesian ({cfg.estimator})"
     _print_metrics(f"{cfg.model} on {cfg.dataset}, {kind}, test", run.metrics)
@@ -75,10 +80,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .infer.guides import posterior_mean_network
-    from .metrics import evaluate, predictive_estimator
-    from .runs import load_run, write_json
-
     run = load_run(args.run_dir)
     data = run.load_data()
     if run.is_bayesian:
@@ -96,13 +97,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .data import DATASETS
-    from .infer.estimators import ESTIMATORS
-    from .infer.fit import LR_SCHEDULES, OPTIMIZERS
-    from .infer.guides import GUIDES
-    from .nn.priors import PRIORS
-    from .nn.zoo import MODELS
-
+    """Add the ``train`` and ``evaluate`` sub-commands."""
     p = sub.add_parser("train", help="train a Bayesian network with SVI (or its deterministic twin)")
     p.add_argument("--dataset", default="digits", help=f"one of {list(DATASETS)}")
     p.add_argument("--data-dir", default=None, help="folder with the IDX files (else the standard places)")
@@ -130,6 +125,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--patience", type=int, default=None, help="early stopping on validation NLL")
     p.add_argument("--eval-samples", type=int, default=32, help="posterior samples for test metrics")
+    p.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                   help="start from a trained deterministic run's weights (the guide's means, for a Bayesian "
+                        "network); its epochs count as pre-training")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -140,21 +138,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_evaluate)
 
 
+#: the functions adding the sub-commands, in the order of ``pyrocompress --help``
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    register, diagnostics_cli.register, prune_cli.register, study_cli.register, reference_cli.register]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyrocompress", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .data import DataError
-    from .infer.fit import DivergenceError
-    from .runs import RunError
-
     try:
         return int(args.func(args) or 0)
     except (UserError, DataError, RunError, DivergenceError, ValueError, TypeError, FileNotFoundError,

@@ -39,6 +39,10 @@ __all__ = [
     "download_idx_files",
     "DataError",
     "validate_xy",
+    "dataset_name",
+    "OOD_SETS",
+    "resolve_ood",
+    "ood_inputs",
 ]
 
 
@@ -364,6 +368,15 @@ def _load_idx_dataset(name: str, data_dir, download: bool):
     return xtr, ytr, xte, yte
 
 
+def dataset_name(name: str) -> str:
+    """The canonical name of a data set (``fashion``, ``Fashion_MNIST`` -> ``fashion-mnist``)."""
+    key = str(name).lower().replace("_", "-")
+    key = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; valid data sets: {list(DATASETS)} (or use from_arrays)")
+    return key
+
+
 def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, *, val_fraction: float = 0.1,
                  seed: int = 0, normalize: bool = True, download: bool = True,
                  limit: Optional[int] = None) -> DataBundle:
@@ -372,13 +385,11 @@ def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, *, val
     The validation split is drawn from the training set with ``seed``; the test set is kept
     apart. ``limit`` keeps only the first ``limit`` training and test examples (smoke tests).
     """
-    key = str(name).lower().replace("_", "-")
-    key = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; valid data sets: {list(DATASETS)} (or use from_arrays)")
+    key = dataset_name(name)
     if limit is not None and int(limit) <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     if key == "digits":
+        # scikit-learn takes about a second to import: imported only when the digits are loaded
         from sklearn.datasets import load_digits
 
         digits = load_digits()
@@ -396,3 +407,39 @@ def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, *, val
         xtr, ytr, xte, yte = xtr[:limit], ytr[:limit], xte[:limit], yte[:limit]
     return from_arrays(xtr, ytr, xte, yte, name=key, num_classes=10, val_fraction=val_fraction, seed=seed,
                        normalize=normalize, class_names=_CLASS_NAMES[key])
+
+
+# ----------------------------------------------------------------- out-of-distribution inputs
+#: what a data set's out-of-distribution inputs can be: a transformation of its test images
+#: (``rot90``, ``noise``), another data set's test images, none, or ``auto``
+OOD_SETS = ("rot90", "noise", "mnist", "fashion-mnist", "none", "auto")
+
+
+def resolve_ood(name: str, ood: str = "auto", data_dir: Optional[str | os.PathLike] = None) -> str:
+    """The OOD set a data set is scored against; ``auto``: the other MNIST-like set when its
+    files are present, else the test images rotated by 90 degrees."""
+    if ood != "auto":
+        return ood
+    other = {"fashion-mnist": "mnist", "mnist": "fashion-mnist"}.get(name)
+    if other is not None and find_idx_files(other, data_dir) is not None:
+        return other
+    return "rot90"
+
+
+def ood_inputs(ood: str, bundle: DataBundle, download: bool = True) -> Optional[torch.Tensor]:
+    """Out-of-distribution inputs normalised like ``bundle``: ``rot90`` (its test images rotated
+    90 degrees), ``noise`` (standard normal images, seeded), another IDX data set's test images
+    (as many as ``bundle`` has), or None for ``none``."""
+    x = bundle.test.x
+    if ood == "none":
+        return None
+    if ood == "rot90":
+        return torch.rot90(x, 1, dims=(2, 3)).contiguous()
+    if ood == "noise":
+        return torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    other = load_dataset(ood, None, normalize=False, download=download, limit=len(bundle.test))
+    if other.input_shape != bundle.input_shape:
+        raise DataError(f"OOD set {ood!r} has inputs {other.input_shape}, {bundle.name!r} has "
+                        f"{bundle.input_shape}; choose ood = 'rot90' or 'noise'")
+    mean, std = bundle.normalization
+    return (other.test.x - mean) / std

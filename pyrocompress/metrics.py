@@ -1,9 +1,17 @@
-"""Evaluation: predictive metrics of Bayesian and deterministic networks, parameter counts.
+"""Metrics: functions of class probabilities and labels, and parameter counts.
 
 Predictive metrics (accuracy, NLL, ECE with 15 bins, Brier score, predictive entropy)
-are computed from class probabilities. For a Bayesian model they are those of the
-posterior predictive (``mode="predictive"``: the average of S sampled networks'
-probabilities, vectorised) or of the posterior-mean network (``mode="mean"``).
+are computed from class probabilities; :func:`agreement`, :func:`total_variation`,
+:func:`kl_to_reference` and :func:`ood_auroc` compare a pruned network's probabilities
+with its dense reference's and with out-of-distribution inputs' (what a study records).
+For a Bayesian model the probabilities are those of the posterior predictive
+(``mode="predictive"``: the average of S sampled networks' probabilities, vectorised) or
+of the posterior-mean network (``mode="mean"``).
+
+The posterior predictive (``predictive_probs``, ``network_probs``, ``evaluate`` and the
+estimator names) is moving to :mod:`pyrocompress.infer.predictive` (it samples the guide:
+inference, not a metric); until then it lives here and imports :mod:`pyrocompress.infer`
+lazily, the one cycle left (see docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -21,6 +29,11 @@ from .nn.model import BayesianModel
 
 __all__ = [
     "classification_metrics",
+    "agreement",
+    "total_variation",
+    "kl_to_reference",
+    "predictive_entropy",
+    "ood_auroc",
     "expected_calibration_error",
     "predictive_probs",
     "network_probs",
@@ -57,6 +70,39 @@ def classification_metrics(probs: torch.Tensor, y: torch.Tensor, num_bins: int =
         "brier": float(((probs - onehot) ** 2).sum(1).mean()),
         "entropy": float(-(probs * log_probs).sum(1).mean()),
     }
+
+
+def agreement(probs: torch.Tensor, reference: torch.Tensor) -> float:
+    """Fraction of inputs on which two predictives pick the same class ("Lost in Pruning")."""
+    return float((probs.argmax(1) == reference.argmax(1)).double().mean())
+
+
+def total_variation(probs: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean total-variation distance ``0.5 sum_c |p_c - q_c|`` between two predictives."""
+    return float(0.5 * (probs.double() - reference.double()).abs().sum(1).mean())
+
+
+def kl_to_reference(probs: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean ``KL(reference || probs)``: the information the pruned predictive loses about the dense one."""
+    p, q = probs.double(), reference.double()
+    eps = torch.finfo(torch.float64).tiny
+    return float((q * (q.clamp_min(eps).log() - p.clamp_min(eps).log())).sum(1).mean())
+
+
+def predictive_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy of each row of class probabilities (nats), in float64."""
+    p = probs.double()
+    return -(p * p.clamp_min(torch.finfo(torch.float64).tiny).log()).sum(1)
+
+
+def ood_auroc(probs_in: torch.Tensor, probs_out: torch.Tensor) -> float:
+    """AUROC of predictive entropy separating out-of-distribution inputs (positives) from in-distribution ones."""
+    # scikit-learn takes about a second to import: imported when a study first measures OOD inputs
+    from sklearn.metrics import roc_auc_score
+
+    ent_in, ent_out = predictive_entropy(probs_in), predictive_entropy(probs_out)
+    labels = [0] * len(ent_in) + [1] * len(ent_out)
+    return float(roc_auc_score(labels, torch.cat([ent_in, ent_out]).numpy()))
 
 
 @torch.no_grad()
@@ -186,7 +232,9 @@ def parameter_counts(module: nn.Module, guide=None) -> dict[str, dict[str, int]]
     """Per-layer parameter counts: ``{"layer": {"params": n, "nonzero": m}}`` plus ``"total"``.
 
     For a Bayesian model the counts are those of the deployable network (one value per
-    weight, the posterior mean when a guide is given); for a plain network its weights.
+    weight): the nonzero posterior means of ``guide`` (a
+    :class:`~pyrocompress.infer.guides.PosteriorGuide`), or every parameter without a guide;
+    for a plain network its weights.
     """
     counts: dict[str, dict[str, int]] = {}
     net = module.net if isinstance(module, BayesianModel) else module
@@ -194,7 +242,7 @@ def parameter_counts(module: nn.Module, guide=None) -> dict[str, dict[str, int]]
         if isinstance(layer, BayesLayer):
             sizes = {site: math.prod(layer.site_shape(site)) for site in layer.sites()}
             total = sum(sizes.values())
-            if guide is not None and hasattr(guide, "loc_of"):
+            if guide is not None:
                 nonzero = sum(int((guide.loc_of(f"{name}.{s}") != 0).sum()) for s in layer.sites())
             else:
                 nonzero = total

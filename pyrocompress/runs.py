@@ -22,9 +22,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ._files import atomic_write
+from .data import DataBundle, load_dataset
+from .infer.guides import is_posterior_guide, make_guide
 from .nn.arch import ArchitectureError, build, describe
 from .nn.layers import bayes_layers
-from .nn.model import BayesianModel, CategoricalLikelihood, bayesianize
+from .nn.model import BayesianModel, bayesianize, likelihood_from_config
 
 __all__ = [
     "RunError",
@@ -135,22 +137,20 @@ def bayesian_config(model: BayesianModel, guide) -> dict[str, Any]:
         "bayesian_layers": bayes,
         "priors": {n: layer.prior.to_config() for n, layer in bayes_layers(model.net)},
         "likelihood": model.likelihood.to_config(),
-        "guide": guide.config() if hasattr(guide, "config") else {"name": type(guide).__name__},
+        "guide": guide.config() if is_posterior_guide(guide) else {"name": type(guide).__name__},
     }
 
 
 def build_bayesian(config: dict[str, Any]) -> tuple[BayesianModel, Any]:
-    """Rebuild an (untrained) Bayesian model and its guide from :func:`bayesian_config`."""
-    from .infer.guides import make_guide
-
+    """Rebuild an (untrained) Bayesian model and its guide from :func:`bayesian_config`
+    (categorical or Gaussian likelihood, as it was saved)."""
     try:
         arch = build(config["architecture"])
-        likelihood = config["likelihood"]
+        likelihood = likelihood_from_config(config["likelihood"])
         net = bayesianize(arch, prior=dict(config["priors"]), include=config["bayesian_layers"])
     except (KeyError, ArchitectureError, ValueError) as exc:
         raise RunError(f"cannot rebuild the model from its configuration: {exc}") from None
-    model = BayesianModel(net, CategoricalLikelihood(likelihood["num_classes"], likelihood.get("dataset_size", 1)),
-                          architecture=arch)
+    model = BayesianModel(net, likelihood, architecture=arch)
     g = config.get("guide", {"name": "mean_field"})
     guide = make_guide(model, g.get("name", "mean_field"), init_scale=g.get("init_scale", 1e-3))
     return model, guide
@@ -206,10 +206,8 @@ class Run:
     def is_bayesian(self) -> bool:
         return self.kind == "bayesian"
 
-    def load_data(self, **overrides):
+    def load_data(self, **overrides) -> DataBundle:
         """The data set the run was trained on (same split seed)."""
-        from .data import load_dataset
-
         spec = dict(self.config.get("data", {}))
         spec.update(overrides)
         name = spec.pop("dataset", None)

@@ -14,9 +14,10 @@ from .infer.guides import make_guide, posterior_mean_network
 from .metrics import evaluate, parameter_counts, predictive_estimator
 from .nn.model import BayesianModel
 from .nn.zoo import build_model
-from .runs import save_run
+from .nn.arch import describe
+from .runs import RunError, load_run, save_run
 
-__all__ = ["TrainConfig", "TrainedRun", "train"]
+__all__ = ["TrainConfig", "TrainedRun", "train", "start_from"]
 
 
 @dataclass
@@ -46,6 +47,9 @@ class TrainConfig:
     device: str = "auto"
     patience: Optional[int] = None
     eval_samples: int = 32
+    #: a trained deterministic run directory whose weights the network starts from (the guide's means,
+    #: for a Bayesian network): its epochs are counted as this run's pre-training
+    init_from: Optional[str] = None
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "particles", "eval_samples"):
@@ -54,6 +58,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise ValueError(f"init_from must be the path of a deterministic run directory, got {self.init_from!r}")
         return self
 
     @classmethod
@@ -84,6 +90,18 @@ def load_data_for(cfg: TrainConfig) -> DataBundle:
     return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, limit=cfg.limit)
 
 
+def start_from(net: torch.nn.Module, run_dir: str | Path) -> int:
+    """Load a trained deterministic run's weights into ``net`` (same architecture); returns the epochs
+    they cost (its training plus its own pre-training)."""
+    source = load_run(run_dir)
+    if source.is_bayesian:
+        raise RunError(f"init_from={run_dir} is a Bayesian run; give the deterministic twin's run directory")
+    if describe(source.net) != describe(net):
+        raise RunError(f"init_from={run_dir} holds another architecture than the one configured here")
+    net.load_state_dict(source.net.state_dict())
+    return int(source.metrics.get("epochs", 0) or 0) + int(source.metrics.get("pretrain_epochs", 0) or 0)
+
+
 def train(cfg: TrainConfig, data: Optional[DataBundle] = None, out: Optional[str | Path] = None,
           progress: bool = False) -> TrainedRun:
     """Train the configured network (Bayesian with SVI, or the deterministic twin), evaluate it
@@ -94,6 +112,7 @@ def train(cfg: TrainConfig, data: Optional[DataBundle] = None, out: Optional[str
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     arch = build_model(cfg.model, data.input_shape, data.num_classes, **cfg.model_options)
+    pretrain_epochs = start_from(arch, cfg.init_from) if cfg.init_from else 0
     start = time.perf_counter()
     config = {"train": cfg.to_dict(),
               "data": {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "val_fraction": cfg.val_fraction,
@@ -130,7 +149,8 @@ def train(cfg: TrainConfig, data: Optional[DataBundle] = None, out: Optional[str
         net = None
     metrics.update({"params": counts["total"]["params"], "nonzero_params": counts["total"]["nonzero"],
                     "seconds": time.perf_counter() - start, "train_seconds": result.seconds,
-                    "epochs": result.epochs, "steps": result.steps, "stopped_early": result.stopped_early,
+                    "epochs": result.epochs, "pretrain_epochs": pretrain_epochs, "steps": result.steps,
+                    "stopped_early": result.stopped_early,
                     "kind": "deterministic" if cfg.deterministic else "bayesian", "device": str(device),
                     "params_per_layer": {k: v for k, v in counts.items() if k != "total"}})
     path = None

@@ -29,6 +29,8 @@ __all__ = [
     "get_group",
     "hdi",
     "summary_stats",
+    "summary_all",
+    "from_dict",
     "to_netcdf",
     "from_netcdf",
     "is_inference_data",
@@ -50,6 +52,7 @@ def _quiet() -> Iterator[None]:
 def arviz():
     """The imported ``arviz`` module (imported lazily: it takes a second or two)."""
     with _quiet():
+        # arviz takes a second or two to import: imported when a diagnostic first needs it
         import arviz as az
     return az
 
@@ -111,6 +114,20 @@ def summary_stats(dataset: xr.Dataset, hdi_prob: float, var_names: Optional[Sequ
     with _quiet():
         return arviz().summary(dataset, var_names=list(var_names) if var_names else None, kind="stats",
                                hdi_prob=float(hdi_prob))
+
+
+def summary_all(idata, group: str, var_names: Sequence[str]):
+    """``az.summary(kind="all")`` of one group: mean, sd, HDI, MCSE, bulk / tail ESS and split R-hat per
+    scalar (for MCMC draws; R-hat of a single chain is undefined and comes back NaN, silently)."""
+    with _quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # R-hat of one chain is undefined: reported as NaN
+        return arviz().summary(idata, group=group, var_names=list(var_names), kind="all", round_to="none")
+
+
+def from_dict(**groups):
+    """``az.from_dict``: an ``InferenceData`` from dicts of arrays (``posterior``, ``sample_stats``, ...)."""
+    with _quiet():
+        return arviz().from_dict(**groups)
 
 
 def to_netcdf(idata, path: str | os.PathLike) -> Path:

@@ -15,6 +15,7 @@ import torch
 from pyro import poutine
 
 from .._scope import pyro_scope
+from ..infer.guides import is_posterior_guide
 from ..nn.model import BayesianModel
 
 __all__ = ["PosteriorView", "posterior_view", "check_draws"]
@@ -33,7 +34,8 @@ def check_draws(draws, what: str = "draws", allow_zero: bool = False) -> int:
 
 
 def has_closed_form(guide) -> bool:
-    return hasattr(guide, "loc_of") and hasattr(guide, "scale_of") and hasattr(guide, "site_names")
+    """Whether the guide gives every weight's posterior moments exactly (a :class:`PosteriorGuide`)."""
+    return is_posterior_guide(guide)
 
 
 @dataclass

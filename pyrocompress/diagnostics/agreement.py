@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 import xarray as xr
+from scipy.stats import rankdata
+
 from .convert import RUN_DIM, combine_runs
 
 __all__ = ["run_agreement", "spearman", "jaccard"]
@@ -25,8 +27,6 @@ __all__ = ["run_agreement", "spearman", "jaccard"]
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties; NaN when a side is constant)."""
-    from scipy.stats import rankdata
-
     ra, rb = rankdata(a), rankdata(b)
     if np.std(ra) == 0 or np.std(rb) == 0:
         return float("nan")

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
+
+from .report import DIAGNOSTICS_DIR, diagnose_run
+
 __all__ = ["register"]
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from .report import DIAGNOSTICS_DIR, diagnose_run
-
     result = diagnose_run(args.run_dir, out_dir=args.out, draws=args.draws, group_draws=args.group_draws,
                           hdi_prob=args.hdi_prob, threshold=args.threshold, seed=args.seed,
                           plots=not args.no_plots, delta=args.delta)

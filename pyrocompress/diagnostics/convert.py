@@ -32,7 +32,7 @@ from .._scope import pyro_scope
 from . import _arviz
 from ._posterior import PosteriorView, check_draws, posterior_view
 from .naming import dim_prefix, site_coords, site_dims
-from .redundancy import norm_draws_dataset, to_numpy
+from .norm_draws import norm_draws_dataset, to_numpy
 
 __all__ = ["to_inference_data", "combine_runs", "moments_dataset", "RUN_DIM"]
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..names import Level
 from ..nn.layers import BayesLayer
 
 __all__ = ["LEVELS", "dim_prefix", "site_dims", "site_coords", "level_dim", "check_level"]
 
 #: the granularities of a score: per weight, per output group (neuron / kernel), per input channel
-LEVELS = ("weight", "group", "in_channel")
+LEVELS = tuple(level.value for level in Level)
 
 
 def dim_prefix(layer_name: str) -> str:
@@ -45,13 +46,8 @@ def site_coords(layer_name: str, layer: BayesLayer, site: str = "weight") -> dic
 
 
 def check_level(level: str) -> str:
-    key = str(level).lower().replace("-", "_")
-    aliases = {"groups": "group", "out": "group", "kernel": "group", "neuron": "group", "weights": "weight",
-               "in": "in_channel", "input": "in_channel", "in_channels": "in_channel"}
-    key = aliases.get(key, key)
-    if key not in LEVELS:
-        raise ValueError(f"unknown level {level!r}; valid levels: {list(LEVELS)}")
-    return key
+    """The canonical name of a level (see :class:`pyrocompress.names.Level` for the aliases)."""
+    return Level.parse(level).value
 
 
 def level_dim(layer_name: str, level: str) -> str:

@@ -33,6 +33,7 @@ _TINY = 1e-12
 def _figure(ncols: int, height: float = 3.6, width: float = 4.2, left: float = 0.7, wspace: float = 0.8):
     """A figure with one panel per layer and fixed margins in inches (no layout engine: the
     constrained layout costs more than drawing the figure)."""
+    # matplotlib takes about a second to import: imported when the first figure is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

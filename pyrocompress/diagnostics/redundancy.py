@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 import xarray as xr
 
-from . import _arviz
+from ..names import normalise
 from ._posterior import PosteriorView, check_draws, posterior_view
-from .naming import check_level, dim_prefix, level_dim, site_coords, site_dims
-from .scores import get_score, hdi_z, reduce_level
+from .naming import check_level, level_dim, site_coords, site_dims
+from .norm_draws import check_hdi_prob, norm_draws_dataset, norm_hdi_scores, to_numpy
+from .scores import Score, get_score, reduce_level
 
-__all__ = ["score_dataset", "norm_draws_dataset", "norm_hdi_scores", "DEFAULT_SCORES", "to_numpy"]
+__all__ = ["score_dataset", "norm_draws_dataset", "norm_hdi_scores", "DEFAULT_SCORES", "to_numpy", "check_hdi_prob"]
 
 #: scores computed when none are named, per level
 DEFAULT_SCORES = {
@@ -31,53 +31,10 @@ DEFAULT_SCORES = {
 }
 
 
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
-
-
-def check_hdi_prob(hdi_prob: float) -> float:
-    hdi_z(hdi_prob)  # raises a clear ValueError outside (0, 1)
-    return float(hdi_prob)
-
-
-def norm_draws_dataset(view: PosteriorView, draws: int, seed: int = 0) -> xr.Dataset:
-    """Posterior draws of every group norm: ``"<layer>.norm"`` (chain, draw, <layer>_out) and
-    ``"<layer>.in_norm"`` (chain, draw, <layer>_in), one chain of i.i.d. guide draws."""
-    check_draws(draws, "draws")
-    generator = torch.Generator().manual_seed(int(seed))
-    norms = view.group_norm_draws(draws, generator)
-    data = {}
-    for name, layer in view.layers():
-        p = dim_prefix(name)
-        out_n, in_n = norms[name]
-        data[f"{name}.norm"] = xr.DataArray(to_numpy(out_n)[None], dims=("chain", "draw", f"{p}_out"),
-                                            attrs={"description": f"L2 norm of each output group of {name}.weight"})
-        data[f"{name}.in_norm"] = xr.DataArray(to_numpy(in_n)[None], dims=("chain", "draw", f"{p}_in"),
-                                               attrs={"description": f"L2 norm of each input channel of {name}.weight"})
-    ds = xr.Dataset(data)
-    return ds.assign_coords(chain=[0], draw=np.arange(draws))
-
-
-def norm_hdi_scores(model, guide, level: str = "group", hdi_prob: float = 0.95, draws: int = 200, seed: int = 0,
-                    view: Optional[PosteriorView] = None, norm_draws: Optional[xr.Dataset] = None,
-                    **_) -> dict[str, torch.Tensor]:
-    """Lower end of the HDI of each group's (or input channel's) weight norm: ``{layer: (n,)}``."""
-    level = check_level(level)
-    check_hdi_prob(hdi_prob)
-    if level == "weight":
-        raise ValueError("score 'norm_hdi_low' is defined per group or input channel, not per weight")
-    if norm_draws is None:
-        check_draws(draws, "draws (needed for the HDI of group norms)")
-        view = view or posterior_view(model, guide, seed=seed)
-        norm_draws = norm_draws_dataset(view, draws, seed)
-    suffix = "norm" if level == "group" else "in_norm"
-    names = [n for n, _ in model.bayes_layers()]
-    sub = norm_draws[[f"{n}.{suffix}" for n in names]]
-    bounds = _arviz.hdi(sub, hdi_prob)
-    return {n: torch.from_numpy(np.asarray(bounds[f"{n}.{suffix}"].sel(hdi="lower").values)) for n in names}
-
-
-def _resolve_scores(scores: Optional[Sequence[str] | str], level: str, with_draws: bool) -> list:
+def _resolve_scores(scores: Optional[Sequence[str] | str], level: str,
+                    with_draws: bool) -> list[tuple[str, Score]]:
+    """``(variable name, registered score)`` pairs: a score is named as it was asked for (``norm`` stays
+    ``norm`` though it is the ``magnitude`` score per group)."""
     if scores is None:
         names = [s for s in DEFAULT_SCORES[level] if with_draws or s != "norm_hdi_low"]
     elif isinstance(scores, str):
@@ -86,7 +43,7 @@ def _resolve_scores(scores: Optional[Sequence[str] | str], level: str, with_draw
         names = list(scores)
     if not names:
         raise ValueError("no scores asked for; give at least one name (see score_names())")
-    return [get_score(n) for n in names]
+    return [(normalise(n), get_score(n)) for n in names]
 
 
 def score_dataset(model, guide, scores: Optional[Sequence[str] | str] = None, level: str = "group", *,
@@ -101,7 +58,8 @@ def score_dataset(model, guide, scores: Optional[Sequence[str] | str] = None, le
     ``<layer>_in``); ``reduction`` overrides each score's default group reduction;
     ``hdi_prob`` and ``delta`` parametrise the ``hdi*`` and ``prob_nonzero`` scores;
     ``draws`` / ``seed`` the draw-based ``norm_hdi_low``. Variables are named
-    ``"<layer>.<score>"``; their attrs record the score, level and reduction.
+    ``"<layer>.<score>"`` with the score's name as given (an alias such as ``norm`` keeps its
+    name); their attrs record the registered score, level and reduction.
     For a guide without closed-form moments, ``prob_nonzero`` is a Monte Carlo estimate
     from the guide's draws and the other scores use moments estimated from them.
     """
@@ -113,7 +71,7 @@ def score_dataset(model, guide, scores: Optional[Sequence[str] | str] = None, le
     data: dict[str, xr.DataArray] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # Monte Carlo KL of non-conjugate priors
-        for spec in specs:
+        for var, spec in specs:
             if spec.group_fn is not None:
                 if level == "weight":
                     raise ValueError(f"score {spec.name!r} is defined per group or input channel, not per weight")
@@ -123,7 +81,7 @@ def score_dataset(model, guide, scores: Optional[Sequence[str] | str] = None, le
                 per_layer = spec.group_fn(model, guide, level=level, hdi_prob=hdi_prob, draws=draws, seed=seed,
                                           view=view, norm_draws=norm_draws)
                 for name, _layer in view.layers():
-                    data[f"{name}.{spec.name}"] = xr.DataArray(
+                    data[f"{name}.{var}"] = xr.DataArray(
                         to_numpy(per_layer[name]), dims=(level_dim(name, level),),
                         attrs={"score": spec.name, "level": level, "hdi_prob": hdi_prob, "draws": int(
                             norm_draws.sizes["draw"]), "description": spec.description})
@@ -144,7 +102,7 @@ def score_dataset(model, guide, scores: Optional[Sequence[str] | str] = None, le
                     dims = (level_dim(name, level),)
                 else:
                     dims = site_dims(name, layer)
-                data[f"{name}.{spec.name}"] = xr.DataArray(
+                data[f"{name}.{var}"] = xr.DataArray(
                     to_numpy(values), dims=dims,
                     attrs={"score": spec.name, "level": level, "reduction": red if level != "weight" else "none",
                            "description": spec.description})

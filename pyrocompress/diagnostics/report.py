@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+import xarray as xr
 
 from ..runs import RunError, atomic_write_text, load_run
 from . import _arviz
 from ._posterior import check_draws, posterior_view
 from .convert import to_inference_data
-from .redundancy import check_hdi_prob, score_dataset
+from .plots import plot_diagnostics
+from .norm_draws import check_hdi_prob
+from .redundancy import score_dataset
 from .summary import _check_threshold, group_summary, summary
 
 __all__ = ["Diagnosis", "diagnose", "diagnose_run", "NETCDF_NAME", "DIAGNOSTICS_DIR"]
@@ -55,8 +58,6 @@ def diagnose(model, guide, out_dir: Optional[str | Path] = None, draws: int = 0,
         norm_draws = post[[v for v in post.data_vars if str(v).endswith("norm")]]
     scores = [score_dataset(model, guide, level=level, hdi_prob=hdi_prob, delta=delta, draws=0, seed=seed,
                             view=view, norm_draws=norm_draws) for level in ("group", "in_channel")]
-    import xarray as xr
-
     group_level, in_level = scores
     in_level = in_level.rename({v: _in_name(str(v)) for v in in_level.data_vars})
     redundancy = xr.merge([group_level, in_level], combine_attrs="drop_conflicts")
@@ -76,8 +77,6 @@ def diagnose(model, guide, out_dir: Optional[str | Path] = None, draws: int = 0,
             atomic_write_text(out_dir / "group_summary.csv", groups.to_csv())
             result.paths.append(out_dir / "group_summary.csv")
         if plots:
-            from .plots import plot_diagnostics
-
             result.paths += plot_diagnostics(view, out_dir, norm_draws=norm_draws, hdi_prob=hdi_prob,
                                              threshold=threshold)
     return result

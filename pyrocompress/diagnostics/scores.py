@@ -1,38 +1,40 @@
-"""Redundancy scores of weights and of groups (output neurons, conv kernels).
+"""The importance registry: every score of a weight or a group of weights, Bayesian or not.
 
 One registry for every score, so that pruning, baselines and diagnostics rank the same
-way. Every score is an *importance*: higher means keep, lower means redundant. Scores
-are computed in closed form from the posterior moments (loc, scale) of each weight,
-which a mean-field Normal guide gives exactly and any other guide gives through draws.
+way. Every score is an *importance*: higher means keep, lower means redundant. A score
+is a function of a weight's posterior moments (loc, scale); the ones that need only the
+location (``needs_posterior=False``) also rank a plain network, whose weights are their
+own location. A mean-field Normal guide gives the moments exactly; any other guide gives
+them through draws.
 
-Per-weight scores (same shape as the weight):
+Scores that read only the weight (``needs_posterior=False``):
+
+* ``magnitude``: |w| (a Bayesian network: the posterior mean |mu|); per group its L2
+  (Frobenius) norm, the ranking of "Self-Compression in Bayesian Neural Networks"
+  (aliases ``norm``, ``l2``);
+* ``l1``: |w|; per group the L1 norm (sum of |w|) (plain networks only);
+* ``random``: seeded uniform draws, per weight or per group (the control).
+
+Scores that need a posterior (``needs_posterior=True``):
 
 * ``snr``: |mu| / sigma (Blundell et al. 2015);
-* ``magnitude``: |mu|, the magnitude of the posterior mean;
 * ``prob_nonzero``: 1 - P(|w| < delta) under the posterior (closed form for Normals);
 * ``hdi``: |mu| - z sigma, the margin by which the central (= highest-density, for a
   Normal) interval of probability ``hdi_prob`` excludes zero; <= 0 means it contains zero;
-* ``kl``: KL(q || p) of the weight, the information it carries beyond the prior.
-
-Group scores reduce a group's weights (dim 0 of the weight is the group): ``norm``
-(Frobenius norm of the posterior mean, the ranking of "Self-Compression in Bayesian
-Neural Networks") and any per-weight score with its default reduction (``snr``: mean,
-``magnitude``: L2 norm, ``prob_nonzero``: mean, ``hdi``: max, ``kl``: sum) or one given.
-
-Added for the diagnostics (see :func:`pyrocompress.diagnostics.score_dataset` for the
-xarray interface with named dims, at the levels weight / group / in_channel):
-
+* ``kl``: KL(q || p) of the weight, the information it carries beyond the prior;
+* ``log_alpha``: -log(sigma^2 / mu^2) = 2 log SNR, minus sparse variational dropout's log
+  alpha (Molchanov et al. 2017): its rule deletes log alpha > 3, i.e. this score < -3;
 * ``min_snr``: the SNR reduced by its minimum over the group (per weight: the SNR);
 * ``hdi_nonzero``: 1 where the ``hdi_prob`` interval of a weight excludes zero, else 0;
-  reduced by the mean, it is the fraction of the group's weights whose HDI excludes zero
-  (1 - the fraction whose HDI contains zero);
+  reduced by the mean, it is the fraction of the group's weights whose HDI excludes zero;
 * ``norm_hdi_low``: group-level only, from posterior draws: the lower end of the
-  ``arviz.hdi`` of the group's weight norm (the norm is positive, so its HDI never
-  literally contains zero; a low lower end marks a group that may be switched off).
+  ``arviz.hdi`` of the group's weight norm.
 
-Per group, the default reduction is over dims 1.. of the weight (output neuron / conv
-kernel); per input channel (:func:`reduce_level` with ``level="in_channel"``) it is over
-every dim but dim 1.
+Group scores reduce a group's weights (dim 0 of the weight is the group) with the score's
+default reduction (``snr``: mean, ``magnitude``: L2 norm, ``prob_nonzero``: mean, ``hdi``:
+max, ``kl``: sum, ...) or one given; per input channel (:func:`reduce_level` with
+``level="in_channel"``) over every dim but dim 1. The user-facing aliases are in
+:data:`pyrocompress.names.SCORE_ALIASES`.
 """
 from __future__ import annotations
 
@@ -44,7 +46,10 @@ from typing import Callable, Optional
 import torch
 from pyro import poutine
 
+from ..infer.guides import is_posterior_guide
+from ..names import SCORE_ALIASES, resolve_alias
 from ..nn.model import BayesianModel
+from .norm_draws import hdi_z, norm_hdi_scores
 
 __all__ = [
     "Score",
@@ -61,13 +66,6 @@ __all__ = [
 ]
 
 
-def hdi_z(hdi_prob: float) -> float:
-    """Half-width of the central interval of a standard Normal holding ``hdi_prob``."""
-    if not 0.0 < hdi_prob < 1.0:
-        raise ValueError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
-    return math.sqrt(2.0) * torch.erfinv(torch.tensor(hdi_prob, dtype=torch.float64)).item()
-
-
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
@@ -78,6 +76,14 @@ def _snr(loc, scale, layer, site, **_):
 
 def _magnitude(loc, scale, layer, site, **_):
     return loc.abs()
+
+
+def _random(loc, scale, layer, site, generator: Optional[torch.Generator] = None, **_):
+    return torch.rand(loc.shape, generator=generator).to(loc.device)
+
+
+def _random_groups(units: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    return torch.rand(units, generator=generator)
 
 
 def _prob_nonzero(loc, scale, layer, site, delta: float = 1e-2, **_):
@@ -99,39 +105,52 @@ def _hdi_nonzero(loc, scale, layer, site, hdi_prob: float = 0.95, **_):
     return (loc.abs() - hdi_z(hdi_prob) * scale > 0).to(loc.dtype)
 
 
-def _norm_hdi_low(model, guide, level: str = "group", **options):
-    from .redundancy import norm_hdi_scores
-
-    return norm_hdi_scores(model, guide, level=level, **options)
+def _log_alpha(loc, scale, layer, site, **_):
+    return 2.0 * (loc.abs().log() - scale.log())
 
 
 @dataclass(frozen=True)
 class Score:
-    """A registered score: per-weight function, default group reduction, description."""
+    """A registered importance: per-weight function, default group reduction, description.
+
+    ``fn(loc, scale, layer, site, **options)`` gives one value per weight (``scale`` is None
+    for a plain network: only scores with ``needs_posterior=False`` take one; ``ranks_posterior``
+    says whether the score ranks a Bayesian network's posterior). ``group_fn``
+    replaces the per-weight function + reduction for scores defined per group:
+    ``group_fn(model, guide, level, **options) -> {layer: (n,)}`` from posterior draws.
+    ``per_unit_draws``: the score draws one value per group directly (``random``).
+    """
 
     name: str
-    fn: Callable[..., torch.Tensor]
+    fn: Optional[Callable[..., torch.Tensor]]
     reduction: str
     description: str
-    needs_scale: bool = True
-    #: for scores defined only on groups (from draws): fn(model, guide, level, **options) -> {layer: (n,)}
+    needs_posterior: bool = True
+    ranks_posterior: bool = True
     group_fn: Optional[Callable[..., dict]] = None
+    per_unit_draws: Optional[Callable[..., torch.Tensor]] = None
 
 
 SCORES: dict[str, Score] = {
     "snr": Score("snr", _snr, "mean", "signal-to-noise ratio |mu|/sigma (Blundell et al. 2015)"),
-    "magnitude": Score("magnitude", _magnitude, "l2", "magnitude of the posterior mean |mu|", needs_scale=False),
-    "norm": Score("norm", _magnitude, "l2", "Frobenius norm of a group's posterior mean (self-compression paper)",
-                  needs_scale=False),
+    "magnitude": Score("magnitude", _magnitude, "l2", "magnitude |w| (posterior mean |mu|); per group its L2 "
+                       "(Frobenius) norm, the self-compression paper's ranking", needs_posterior=False),
+    "l1": Score("l1", _magnitude, "l1", "magnitude |w|; per group its L1 norm (sum of |w|); plain networks (a "
+                "Bayesian network is ranked by 'magnitude', the L2 norm of its posterior mean)",
+                needs_posterior=False, ranks_posterior=False),
+    "random": Score("random", _random, "mean", "seeded uniform random importances (the control)",
+                    needs_posterior=False, per_unit_draws=_random_groups),
     "prob_nonzero": Score("prob_nonzero", _prob_nonzero, "mean", "1 - P(|w| < delta) under the posterior"),
     "hdi": Score("hdi", _hdi, "max", "margin by which the hdi_prob interval excludes zero (<= 0: contains zero)"),
     "kl": Score("kl", _kl, "sum", "KL(q || prior) of the weight: information it carries"),
+    "log_alpha": Score("log_alpha", _log_alpha, "mean", "-log(sigma^2/mu^2) = 2 log SNR (sparse variational "
+                       "dropout deletes log alpha > 3, i.e. this score < -3)"),
     "min_snr": Score("min_snr", _snr, "min", "smallest signal-to-noise ratio |mu|/sigma of a group's weights"),
     "hdi_nonzero": Score("hdi_nonzero", _hdi_nonzero, "mean",
                          "1 where the weight's hdi_prob HDI excludes zero; group mean = fraction excluding zero"),
-    "norm_hdi_low": Score("norm_hdi_low", None, "none",  # type: ignore[arg-type]
+    "norm_hdi_low": Score("norm_hdi_low", None, "none",
                           "lower end of the HDI of the group's weight norm, from posterior draws (group level only)",
-                          group_fn=_norm_hdi_low),
+                          group_fn=norm_hdi_scores),
 }
 
 
@@ -149,12 +168,15 @@ REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def score_names() -> list[str]:
-    return sorted(SCORES)
+def score_names(aliases: bool = True) -> list[str]:
+    """The names a score may be given: the registered ones and (with ``aliases``) their aliases."""
+    names = set(SCORES) | (set(SCORE_ALIASES) if aliases else set())
+    return sorted(names)
 
 
 def get_score(name: str) -> Score:
-    key = str(name).lower().replace("-", "_")
+    """The registered score called ``name`` (or one of its aliases)."""
+    key = resolve_alias(name, SCORE_ALIASES)
     if key not in SCORES:
         raise ValueError(f"unknown score {name!r}; valid scores: {score_names()}")
     return SCORES[key]
@@ -164,7 +186,7 @@ def get_score(name: str) -> Score:
 def posterior_moments(model: BayesianModel, guide, num_draws: int = 64) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Posterior (loc, scale) of every Bayesian site: exact for a pyrocompress guide,
     estimated from ``num_draws`` guide draws for any other guide (with a warning)."""
-    if hasattr(guide, "loc_of") and hasattr(guide, "scale_of"):
+    if is_posterior_guide(guide):
         guide.check_belongs_to(model)
         return {s: (guide.loc_of(s).detach(), guide.scale_of(s).detach()) for s in guide.site_names()}
     if num_draws < 2:
@@ -182,7 +204,7 @@ def posterior_moments(model: BayesianModel, guide, num_draws: int = 64) -> dict[
 
 
 def weight_scores(model: BayesianModel, guide, score: str = "snr", moments: Optional[dict] = None,
-                  **options) -> dict[str, torch.Tensor]:
+                  generator: Optional[torch.Generator] = None, **options) -> dict[str, torch.Tensor]:
     """Per-weight importance of every Bayesian layer's weight: ``{layer_name: tensor}``."""
     spec = get_score(score)
     if spec.fn is None:
@@ -192,7 +214,7 @@ def weight_scores(model: BayesianModel, guide, score: str = "snr", moments: Opti
     out: dict[str, torch.Tensor] = {}
     for name, layer in model.bayes_layers():
         loc, scale = moments[f"{name}.weight"]
-        out[name] = spec.fn(loc, scale, layer, "weight", **options)
+        out[name] = spec.fn(loc, scale, layer, "weight", generator=generator, **options)
     return out
 
 
@@ -216,11 +238,14 @@ def reduce_level(values: torch.Tensor, reduction: str, level: str = "group") -> 
 
 
 def group_scores(model: BayesianModel, guide, score: str = "norm", reduction: Optional[str] = None,
-                 moments: Optional[dict] = None, **options) -> dict[str, torch.Tensor]:
+                 moments: Optional[dict] = None, generator: Optional[torch.Generator] = None,
+                 **options) -> dict[str, torch.Tensor]:
     """Per-group importance (output neuron of a Linear, kernel of a Conv2d): ``{layer: (out,)}``."""
     spec = get_score(score)
     if spec.group_fn is not None:
         return spec.group_fn(model, guide, level="group", **options)
+    if spec.per_unit_draws is not None:
+        return {name: spec.per_unit_draws(layer.site_shape("weight")[0], generator=generator)
+                for name, layer in model.bayes_layers()}
     per_weight = weight_scores(model, guide, spec.name, moments=moments, **options)
     return {name: reduce_groups(values, reduction or spec.reduction) for name, values in per_weight.items()}
-

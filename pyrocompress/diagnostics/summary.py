@@ -10,8 +10,7 @@ import xarray as xr
 
 from . import _arviz
 from ._posterior import PosteriorView, check_draws, posterior_view
-from .redundancy import check_hdi_prob, norm_draws_dataset
-from .scores import hdi_z
+from .norm_draws import check_hdi_prob, hdi_z, norm_draws_dataset
 
 __all__ = ["summary", "group_summary", "SUMMARY_COLUMNS"]
 

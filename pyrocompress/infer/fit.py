@@ -33,6 +33,7 @@ from ..metrics import classification_metrics, network_probs, predictive_estimato
 from ..nn.model import BayesianModel
 from .elbo import MeanFieldELBO
 from .guides import MeanFieldGuide
+from .moments import MomentPropagationELBO, is_moment_estimator
 
 __all__ = ["fit", "fit_deterministic", "FitResult", "DivergenceError", "resolve_device", "OPTIMIZERS",
            "LR_SCHEDULES"]
@@ -270,8 +271,6 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
     lean = elbo is None and isinstance(guide, MeanFieldGuide)
     if lean:
         guide.check_belongs_to(model)
-        from .moments import MomentPropagationELBO, is_moment_estimator
-
         if is_moment_estimator(estimator):
             elbo = MomentPropagationELBO.from_name(estimator, num_particles=num_particles, kl_weight=kl_weight)
         else:

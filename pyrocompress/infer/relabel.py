@@ -25,7 +25,11 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
+
+from ..nn.layers import BayesConv2d, BayesLayer
+from .guides import is_posterior_guide
 
 __all__ = ["UnitGroup", "permutation_groups", "align_hidden_units", "RELABEL_MODES"]
 
@@ -52,8 +56,6 @@ class UnitGroup:
 
 def permutation_groups(model) -> list[UnitGroup]:
     """The hidden layers of ``model`` (a BayesianModel) whose units are exchangeable."""
-    from ..nn.layers import BayesConv2d, BayesLayer
-
     net = model.net
     if not isinstance(net, nn.Sequential):
         return []
@@ -110,8 +112,6 @@ def _permute(values: dict[str, np.ndarray], group: UnitGroup, perm: np.ndarray) 
 
 
 def _assign(features: np.ndarray, target: np.ndarray) -> np.ndarray:
-    from scipy.optimize import linear_sum_assignment
-
     # squared distances (draws, draw unit, target unit)
     cost = ((features ** 2).sum(-1)[:, :, None] + (target ** 2).sum(-1)[None, None, :]
             - 2.0 * np.einsum("duf,tf->dut", features, target))
@@ -152,7 +152,7 @@ def align_hidden_units(samples: Mapping[str, torch.Tensor], model, *, target: st
     original = {s: samples[s].detach().cpu().double().numpy().reshape((chains * draws,) + tuple(samples[s].shape[2:]))
                 for s in needed}
     if target == "guide":
-        if guide is None or not hasattr(guide, "loc_of"):
+        if not is_posterior_guide(guide):
             raise ValueError("target='guide' needs a pyrocompress MeanFieldGuide (guide=...)")
         with torch.no_grad():
             goal = {s: guide.loc_of(s).detach().cpu().double().numpy()[None] for s in needed}

@@ -24,7 +24,8 @@ from pyro.nn.module import to_pyro_module_
 from .layers import BayesConv2d, BayesLayer, BayesLinear, bayes_layers
 from .priors import PriorSpec, resolve_prior
 
-__all__ = ["bayesianize", "Likelihood", "CategoricalLikelihood", "GaussianLikelihood", "BayesianModel", "is_bayesian_model"]
+__all__ = ["bayesianize", "Likelihood", "CategoricalLikelihood", "GaussianLikelihood", "BayesianModel", "is_bayesian_model",
+           "likelihood_from_config"]
 
 _SUPPORTED = (nn.Linear, nn.Conv2d)
 
@@ -164,6 +165,17 @@ class GaussianLikelihood(Likelihood):
 
     def to_config(self) -> dict:
         return {"name": "gaussian", "noise_scale": self.noise_scale, "dataset_size": self.dataset_size}
+
+
+def likelihood_from_config(config: dict) -> Likelihood:
+    """Rebuild a likelihood from its ``to_config()`` (a run directory stores it), of whichever kind it was."""
+    name = config.get("name", "categorical")
+    size = config.get("dataset_size", 1)
+    if name == "categorical":
+        return CategoricalLikelihood(config["num_classes"], size)
+    if name == "gaussian":
+        return GaussianLikelihood(config.get("noise_scale", 1.0), size)
+    raise ValueError(f"unknown likelihood {name!r}; valid likelihoods: ['categorical', 'gaussian']")
 
 
 class BayesianModel(nn.Module):

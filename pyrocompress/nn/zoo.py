@@ -6,12 +6,14 @@ into a Pyro model.
 """
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Mapping
 
 from torch import nn
 
-__all__ = ["MODELS", "build_model", "mlp", "lenet5", "kernelnet"]
+__all__ = ["MODELS", "MODEL_ALIASES", "build_model", "model_name", "model_options", "check_model_options", "mlp", "lenet5",
+           "kernelnet"]
 
 
 def _check_shape(input_shape, num_classes, name: str) -> tuple[int, int, int]:
@@ -89,13 +91,37 @@ def kernelnet(input_shape, num_classes: int, kernels: int = 32, kernel_size: int
 MODELS: dict[str, Callable[..., nn.Sequential]] = {"mlp": mlp, "lenet5": lenet5, "kernelnet": kernelnet}
 
 
-def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Sequential:
-    """Build a zoo model by name (``mlp``, ``lenet5``, ``kernelnet``)."""
+#: other names of the zoo's models
+MODEL_ALIASES = {"lenet300": "mlp", "lenet_300_100": "mlp", "lenet": "lenet5"}
+
+
+def model_name(name: str) -> str:
+    """The zoo's name of a model (``LeNet-300-100`` -> ``mlp``); unknown names list the valid ones."""
     key = str(name).lower().replace("-", "_")
-    aliases = {"lenet300": "mlp", "lenet_300_100": "mlp", "lenet": "lenet5"}
-    key = aliases.get(key, key)
+    key = MODEL_ALIASES.get(key, key)
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
+    return key
+
+
+def model_options(name: str) -> tuple[str, ...]:
+    """The options a zoo model takes (its builder's keyword arguments after the input shape and classes)."""
+    params = list(inspect.signature(MODELS[model_name(name)]).parameters.values())[2:]
+    return tuple(p.name for p in params)
+
+
+def check_model_options(name: str, options: Mapping[str, object]) -> None:
+    """Raise a one-line error naming an option ``name`` does not take, and the ones it does."""
+    valid = model_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"model {model_name(name)!r} has no option {unknown[0]!r}; valid options: {list(valid)}")
+
+
+def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Sequential:
+    """Build a zoo model by name (``mlp``, ``lenet5``, ``kernelnet``)."""
+    key = model_name(name)
+    check_model_options(key, options)
     try:
         return MODELS[key](input_shape, num_classes, **options)
     except TypeError as exc:

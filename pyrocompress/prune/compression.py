@@ -42,6 +42,8 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from ..infer.guides import is_posterior_guide
+from ..metrics import evaluate
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
 
@@ -137,7 +139,7 @@ def flops(net: nn.Module, input_shape: Sequence[int], nonzero: bool = False) -> 
 
 def posterior_scales(model: BayesianModel, guide: Any) -> dict[str, torch.Tensor]:
     """``{layer: posterior std of the weight}`` of a model's Bayesian layers (MeanFieldGuide)."""
-    if not hasattr(guide, "scale_of"):
+    if not is_posterior_guide(guide):
         raise TypeError("posterior scales need a pyrocompress MeanFieldGuide")
     guide.check_belongs_to(model)
     return {n: guide.scale_of(f"{n}.weight").detach() for n, _ in model.bayes_layers()}
@@ -223,8 +225,6 @@ def compression_report(net: nn.Module, input_shape: Sequence[int], reference: Op
     posterior-guided bit widths; ``split`` (a data split with ``.x``, ``.y``) adds the
     accuracy before and after that quantisation.
     """
-    from ..metrics import evaluate
-
     reference = net if reference is None else reference
     stats = layer_stats(net, input_shape)
     ref_stats = layer_stats(reference, input_shape)

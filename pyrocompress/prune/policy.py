@@ -11,8 +11,7 @@ A :class:`PrunePolicy` turns scores (any registered score of
 * selection, exactly one of: ``sparsity`` in [0, 1) (the fraction of candidate weights,
   or of candidate units for structured pruning, to delete); ``threshold`` (delete what
   scores strictly below it, e.g. SNR < 1, kernel norm < 1e-2; for ``hdi`` a threshold of
-  0 deletes weights whose interval contains zero); ``auto_threshold`` (per layer, see
-  below).
+  0 deletes weights whose interval contains zero); ``auto`` (per layer, see below).
 * safety: the output layer (the last Linear/Conv2d) is never a candidate for structured
   deletion, and under unstructured pruning keeps at least one weight per output unit;
   every layer keeps at least one unit (and one weight): when a selection would empty
@@ -30,9 +29,15 @@ Otherwise the layer has nothing redundant and keeps everything (this is what sto
 iterative self-compression). Scores <= 0 (e.g. an HDI containing zero, a weight already
 deleted) are redundant outright.
 
+**A prior's own rule** comes first: when every candidate layer's weight prior has a deletion
+rule (:meth:`pyrocompress.nn.priors.Prior.deletion_rule`, e.g. sparse variational dropout's
+log alpha > 3) and the policy's score is the rule's score, or was left at its default
+(``score=None``), the automatic threshold of each layer is its prior's threshold on that
+score; otherwise the data-driven rule above.
+
 Public API: ``PrunePolicy`` (``.masks(model, guide)``, ``.scores(model, guide)``,
-``.select(scores, shapes, output_layer)``), ``auto_threshold``, ``STRUCTURES``,
-``candidate_layers``, ``output_layer``.
+``.select(scores, shapes, output_layer)``, ``.deletion_rules(model)``), ``auto_threshold``,
+``STRUCTURES``, ``candidate_layers``, ``output_layer``.
 """
 from __future__ import annotations
 
@@ -45,33 +50,24 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from ..diagnostics.scores import get_score, group_scores, weight_scores
+from ..infer.guides import is_posterior_guide
+from ..names import Structure
 from ..nn.model import BayesianModel
+from ..nn.priors import DeletionRule
 from .masks import Masks, layer_shapes
+from .targets import Sparsity, as_sparsity, check_sparsity
 
 __all__ = ["PrunePolicy", "auto_threshold", "STRUCTURES", "candidate_layers", "output_layer", "check_sparsity",
-           "resolve_structure"]
+           "resolve_structure", "DEFAULT_SCORE"]
 
-STRUCTURES = ("weight", "neuron", "kernel", "unit")
-_ALIASES = {"unstructured": "weight", "weights": "weight", "neurons": "neuron", "kernels": "kernel",
-            "channel": "kernel", "channels": "kernel", "filter": "kernel", "group": "unit", "groups": "unit",
-            "units": "unit"}
-
-
-def resolve_structure(structure: str) -> str:
-    key = str(structure).lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in STRUCTURES:
-        raise ValueError(f"unknown structure {structure!r}; valid structures: {list(STRUCTURES)}")
-    return key
+STRUCTURES = tuple(s.value for s in Structure)
+#: the score a policy ranks by when none is given (and no prior rule applies)
+DEFAULT_SCORE = "snr"
 
 
-def check_sparsity(sparsity: Any) -> float:
-    """Validate a target sparsity: a number in [0, 1)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity) \
-            or not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity must be a number in [0, 1) (the fraction deleted; 1 would delete everything), "
-                         f"got {sparsity!r}")
-    return float(sparsity)
+def resolve_structure(structure: str) -> Structure:
+    """The :class:`~pyrocompress.names.Structure` a name (or alias) means."""
+    return Structure.parse(structure)
 
 
 def output_layer(shapes: Mapping[str, tuple[int, ...]]) -> str:
@@ -89,7 +85,7 @@ def candidate_layers(shapes: Mapping[str, tuple[int, ...]], structure: str, outp
                      ignored_layers: Sequence[str] = ()) -> list[str]:
     """Layers a policy may prune, in order: by structure, minus ignored (and minus the output
     layer for structured deletion)."""
-    structure = resolve_structure(structure)
+    structure = Structure.parse(structure)
     for pattern in ignored_layers:
         if not any(_matches(n, [pattern]) for n in shapes):
             raise ValueError(f"ignored layer {pattern!r} matches no layer; layers: {list(shapes)}")
@@ -179,14 +175,17 @@ def auto_threshold(scores: torch.Tensor, min_separation: float = 0.5, var_floor:
 class PrunePolicy:
     """What to delete: a score, a structure, a ranking scope and a selection rule.
 
-    ``score=None`` is allowed for callers that pass their own scores to :meth:`select`
-    (deterministic baselines); ``reduction`` overrides the score's default group
-    reduction; ``score_options`` go to the score (e.g. ``{"delta": 0.01}``).
+    ``score=None`` ranks by ``default_score`` (:data:`DEFAULT_SCORE`, ``snr``), or under ``auto``
+    by the priors' own deletion rule where they have one; callers that pass their own scores to
+    :meth:`select` (deterministic baselines) need none. ``reduction`` overrides the score's
+    default group reduction; ``score_options`` go to the score (e.g. ``{"delta": 0.01}``).
+    ``sparsity`` is a number in [0, 1) or a :class:`~pyrocompress.prune.targets.Sparsity`.
     """
 
-    score: Optional[str] = "snr"
-    structure: str = "weight"
-    sparsity: Optional[float] = None
+    score: Optional[str] = None
+    default_score: str = DEFAULT_SCORE
+    structure: Structure = Structure.WEIGHT
+    sparsity: Optional[Sparsity | float] = None
     threshold: Optional[float] = None
     auto: bool = False
     per_layer: bool = False
@@ -198,13 +197,14 @@ class PrunePolicy:
     def __post_init__(self) -> None:
         if self.score is not None:
             self.score = get_score(self.score).name
-        self.structure = resolve_structure(self.structure)
+        self.default_score = get_score(self.default_score).name
+        self.structure = Structure.parse(self.structure)
         chosen = [self.sparsity is not None, self.threshold is not None, bool(self.auto)]
         if sum(chosen) != 1:
             raise ValueError("give exactly one selection rule: sparsity=, threshold= or auto=True "
                              f"(got sparsity={self.sparsity}, threshold={self.threshold}, auto={self.auto})")
         if self.sparsity is not None:
-            self.sparsity = check_sparsity(self.sparsity)
+            self.sparsity = as_sparsity(self.sparsity)
         if self.threshold is not None and not (isinstance(self.threshold, (int, float))
                                                and math.isfinite(self.threshold)):
             raise ValueError(f"threshold must be a finite number, got {self.threshold!r}")
@@ -216,34 +216,61 @@ class PrunePolicy:
 
     @property
     def structured(self) -> bool:
-        return self.structure != "weight"
+        return self.structure.structured
 
     # -------------------------------------------------------------- scores
+    def deletion_rules(self, model: BayesianModel) -> Optional[dict[str, DeletionRule]]:
+        """Per candidate layer, its prior's own deletion rule, when the automatic threshold should use
+        them: ``auto``, every candidate layer's weight prior has a rule, all on one score, and that is
+        the policy's score or the policy's score was left at its default. None otherwise."""
+        if not self.auto or not isinstance(model, BayesianModel):
+            return None
+        shapes = layer_shapes(model)
+        layers = dict(model.bayes_layers())
+        names = [n for n in candidate_layers(shapes, self.structure, output_layer(shapes), self.ignored_layers)
+                 if n in layers]
+        rules = {n: layers[n].prior_of("weight").deletion_rule() for n in names}
+        if not rules or any(r is None for r in rules.values()):
+            return None
+        scores = {get_score(r.score).name for r in rules.values()}
+        if len(scores) != 1 or (self.score is not None and self.score not in scores):
+            return None
+        return rules
+
+    def resolved_score(self, model: Optional[BayesianModel] = None) -> str:
+        """The score this policy ranks ``model`` by (see :meth:`deletion_rules`)."""
+        rules = self.deletion_rules(model) if model is not None else None
+        if rules:
+            return get_score(next(iter(rules.values())).score).name
+        return self.score or self.default_score
+
     def scores(self, model: BayesianModel, guide: Any) -> dict[str, torch.Tensor]:
         """Per-weight (unstructured) or per-unit (structured) importances of the model's Bayesian layers."""
         if not isinstance(model, BayesianModel):
             raise TypeError(f"scores come from a BayesianModel and its guide, got {type(model).__name__}; "
                             "for a plain network compute scores yourself and call select()")
-        if self.score is None:
-            raise ValueError("this policy has no score; give score= (valid: see pyrocompress.diagnostics.scores)")
+        score = self.resolved_score(model)
         if self.structured:
-            return group_scores(model, guide, self.score, reduction=self.reduction, **self.score_options)
-        return weight_scores(model, guide, self.score, **self.score_options)
+            return group_scores(model, guide, score, reduction=self.reduction, **self.score_options)
+        return weight_scores(model, guide, score, **self.score_options)
 
     def masks(self, model: BayesianModel, guide: Any) -> Masks:
         """Masks selected from the posterior of ``model`` under ``guide``."""
-        if hasattr(guide, "check_belongs_to"):
+        if is_posterior_guide(guide):
             guide.check_belongs_to(model)
         shapes = layer_shapes(model)
-        return self.select(self.scores(model, guide), shapes, output_layer(shapes))
+        rules = self.deletion_rules(model)
+        thresholds = {n: r.threshold for n, r in rules.items()} if rules else None
+        return self.select(self.scores(model, guide), shapes, output_layer(shapes), thresholds=thresholds)
 
     # ----------------------------------------------------------- selection
     def select(self, scores: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]],
-               output: Optional[str] = None) -> Masks:
+               output: Optional[str] = None, thresholds: Optional[Mapping[str, float]] = None) -> Masks:
         """Masks from scores: ``{layer: weight-shaped}`` (unstructured) or ``{layer: (out,)}`` (structured).
 
         ``shapes`` are all layers' weight shapes (forward order; see ``layer_shapes``);
         layers without scores (e.g. deterministic layers of a Bayesian model) are kept.
+        ``thresholds`` (per layer; the priors' rules) replace the automatic threshold.
         """
         shapes = dict(shapes)
         output = output or output_layer(shapes)
@@ -262,13 +289,16 @@ class PrunePolicy:
             if torch.isnan(s).any():
                 raise ValueError(f"scores of {n!r} contain NaN")
             values[n] = s
-        keep = self._keep(values)
+        keep = self._keep(values, thresholds)
         keep = self._safeguard(keep, values, output)
         if self.structured:
             return Masks.from_units(keep, {n: shapes[n] for n in keep})
         return Masks(keep)
 
-    def _keep(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _keep(self, values: dict[str, torch.Tensor],
+              thresholds: Optional[Mapping[str, float]] = None) -> dict[str, torch.Tensor]:
+        if self.auto and thresholds:
+            return {n: v >= thresholds[n] for n, v in values.items()}
         if self.auto:
             keep = {}
             for n, v in values.items():
@@ -278,9 +308,9 @@ class PrunePolicy:
         if self.threshold is not None:
             return {n: v >= self.threshold for n, v in values.items()}
         if self.per_layer:
-            return {n: _keep_top(v, self.sparsity) for n, v in values.items()}
+            return {n: _keep_top(v, self.sparsity.value) for n, v in values.items()}
         flat = torch.cat([v.flatten() for v in values.values()])
-        kept = _keep_top(flat, self.sparsity)
+        kept = _keep_top(flat, self.sparsity.value)
         keep, start = {}, 0
         for n, v in values.items():
             keep[n] = kept[start:start + v.numel()].reshape(v.shape)

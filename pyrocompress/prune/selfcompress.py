@@ -1,8 +1,10 @@
 """Self-compression: the posterior names what is redundant, the network is cut and retrained.
 
 Following "Self-Compression in Bayesian Neural Networks" (Carannante et al.), a trained
-Bayesian network is ranked by a score of its posterior (default: the Frobenius ``norm``
-of each kernel's / neuron's posterior mean), the redundant units are deleted physically
+Bayesian network is ranked by a score of its posterior (default: the L2 (Frobenius) norm
+of each kernel's / neuron's posterior mean, the ``magnitude`` score per unit, alias ``norm``;
+under the automatic threshold, the prior's own deletion rule where it has one), the
+redundant units are deleted physically
 (:mod:`pyrocompress.prune.shrink`) and, optionally, the smaller network is trained on.
 
 * **one-shot** (``iterative=False``): rank, delete (by ``sparsity``, ``threshold`` or the
@@ -34,20 +36,22 @@ import copy
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..data import DataBundle
 from ..infer.fit import fit
-from ..infer.guides import MeanFieldGuide, posterior_mean_network
+from ..infer.guides import PosteriorGuide, is_posterior_guide, posterior_mean_network
 from ..metrics import evaluate, parameter_counts, predictive_estimator
+from ..names import Structure
 from ..nn.arch import build, describe
 from ..nn.model import BayesianModel
 from .masks import Masks
 from .policy import PrunePolicy
 from .shrink import shrink, unit_sizes
+from .targets import Sparsity
 
 __all__ = ["self_compress", "SelfCompressionResult"]
 
@@ -57,11 +61,12 @@ class SelfCompressionResult:
     """The compressed Bayesian model and guide, its posterior-mean network and the round history."""
 
     model: BayesianModel
-    guide: MeanFieldGuide
+    guide: PosteriorGuide
     net: nn.Module
     history: list[dict] = field(default_factory=list)
     stop_reason: str = ""
     masks: Optional[Masks] = None
+    score: str = "magnitude"
 
     @property
     def rounds(self) -> int:
@@ -91,7 +96,7 @@ def _row(round_: int, action: str, accepted: bool, model, guide, metrics: dict, 
     return row
 
 
-def _fresh(model: BayesianModel, guide: MeanFieldGuide, seed: int) -> tuple[BayesianModel, MeanFieldGuide]:
+def _fresh(model: BayesianModel, guide: PosteriorGuide, seed: int) -> tuple[BayesianModel, PosteriorGuide]:
     """The same (shrunk) architecture, freshly initialised, with the same priors and guide type."""
     torch.manual_seed(seed)
     arch = build(describe(model.architecture))
@@ -104,8 +109,9 @@ def _fresh(model: BayesianModel, guide: MeanFieldGuide, seed: int) -> tuple[Baye
     return new.to(model.device), g.to(model.device)
 
 
-def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle, *, score: str = "norm",
-                  structure: str = "kernel", iterative: bool = True, sparsity: Optional[float] = None,
+def self_compress(model: BayesianModel, guide: PosteriorGuide, data: DataBundle, *, score: Optional[str] = None,
+                  structure: Union[Structure, str] = Structure.KERNEL, iterative: bool = True,
+                  sparsity: Optional[Union[float, Sparsity]] = None,
                   threshold: Optional[float] = None, auto: Optional[bool] = None, per_layer: bool = False,
                   ignored_layers: Sequence[str] = (), min_separation: float = 0.5, tolerance: float = 0.5,
                   max_rounds: int = 10, finetune_epochs: Optional[int] = None, warm_start: bool = True,
@@ -113,6 +119,9 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
                   score_options: Optional[dict[str, Any]] = None, progress: bool = False) -> SelfCompressionResult:
     """Compress a trained Bayesian model by deleting what its posterior marks redundant.
 
+    ``score`` None ranks by ``norm`` (the L2 norm of each unit's posterior mean), or under the
+    automatic threshold by the priors' own deletion rule where they have one (see
+    :class:`~pyrocompress.prune.policy.PrunePolicy`).
     ``tolerance`` is in accuracy points (0.5 = half a percentage point) on the validation
     split (the test split, with a warning, when there is none). ``finetune_epochs``
     defaults to 5 when iterative, 0 when one-shot. ``fit_options`` go to :func:`fit`
@@ -121,8 +130,9 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
     """
     if not isinstance(model, BayesianModel):
         raise TypeError(f"self_compress needs a BayesianModel and its guide, got {type(model).__name__}")
-    if not isinstance(guide, MeanFieldGuide):
-        raise TypeError(f"self_compress needs a pyrocompress MeanFieldGuide, got {type(guide).__name__}")
+    if not is_posterior_guide(guide):
+        raise TypeError(f"self_compress needs a pyrocompress guide (a PosteriorGuide such as MeanFieldGuide), "
+                        f"got {type(guide).__name__}")
     guide.check_belongs_to(model)
     if not isinstance(data, DataBundle):
         raise TypeError("data must be a DataBundle (see pyrocompress.load_dataset)")
@@ -142,7 +152,7 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
     if iterative and finetune_epochs == 0:
         warnings.warn("iterative self-compression without fine-tuning stops after one deletion", UserWarning,
                       stacklevel=2)
-    policy = PrunePolicy(score=score, structure=structure, sparsity=sparsity, threshold=threshold, auto=auto,
+    policy = PrunePolicy(score=score, default_score="norm", structure=structure, sparsity=sparsity, threshold=threshold, auto=auto,
                          per_layer=per_layer, ignored_layers=ignored_layers, min_separation=min_separation,
                          score_options=dict(score_options or {}))
     split = data.val
@@ -205,4 +215,5 @@ def self_compress(model: BayesianModel, guide: MeanFieldGuide, data: DataBundle,
                                                    "round 0)")
     model, guide = best
     return SelfCompressionResult(model=model, guide=guide, net=posterior_mean_network(model, guide),
-                                 history=history, stop_reason=stop, masks=last_masks)
+                                 history=history, stop_reason=stop, masks=last_masks,
+                                 score=policy.resolved_score(model))

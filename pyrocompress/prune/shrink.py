@@ -46,7 +46,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..infer.guides import is_posterior_guide
+from ..infer.guides import is_posterior_guide, posterior_mean_network
 from ..nn.arch import describe
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
@@ -304,8 +304,6 @@ def shrink(obj: nn.Module, guide: Any = None, masks: Optional[Masks] = None, war
     modified) and ``.net`` is the shrunk posterior-mean network.
     """
     if isinstance(obj, BayesianModel):
-        from ..infer.guides import posterior_mean_network
-
         if guide is None or not is_posterior_guide(guide):
             raise TypeError("shrinking a BayesianModel needs its pyrocompress guide (a MeanFieldGuide from make_guide)")
         guide.check_belongs_to(obj)

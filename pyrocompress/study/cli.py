@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from .config import default_config_text, load_config
+from .executors import EXECUTORS
+from .report import write_report
+from .runner import run_study
 
 __all__ = ["register"]
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .executors import EXECUTORS
-    from .runner import run_study
-
     cfg = load_config(args.config)
     if args.print_config:
-        from .config import default_config_text
-
         print(Path(args.config).read_text() if args.config else default_config_text(), end="")
         return 0
     if args.executor not in EXECUTORS:
@@ -28,8 +26,6 @@ def _cmd_study(args: argparse.Namespace) -> int:
                        max_trials=args.max_trials)
     print(result.summary())
     if not args.no_report:
-        from .report import write_report
-
         paths = write_report(out)
         print(f"report: {paths['html']} and {paths['markdown']}")
     if result.failed:
@@ -40,8 +36,6 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
     paths = write_report(args.study_dir, out=args.out, point=args.point)
     print(f"report: {paths['html']} and {paths['markdown']}")
     return 0

@@ -31,26 +31,42 @@ then prunes one of the two at each operating point of the grid. Layout::
     family = "bayes"
     score = "snr"
 
-Errors name the key and, where it can be found, the line of the file.
+    [[methods]]                  # a method may train its own network: [methods.train] overrides
+    name = "sparse-vd"           # any training option (a recipe; trained once per data set, model, seed)
+    family = "bayes"
+    score = "log_alpha"
+    auto_threshold = true
+    [methods.train]
+    prior = "log_uniform"
+    init_from = "deterministic"  # the guide's means start from the trained deterministic twin
+
+Errors name the key and, where it can be found, the line of the file; unknown keys list the
+valid ones (``[[models]] options`` are checked against the zoo model's arguments).
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from ..data import DATASETS, OOD_SETS, dataset_name
+from ..infer.estimators import ESTIMATORS
+from ..infer.guides import GUIDES
+from ..infer.moments import is_moment_estimator, moment_options
 # [study] eval_estimator: auto (as the network was trained: its own propagated moments after
 # moment propagation, else local reparameterization), local_reparam (exact per-example draws,
 # 2 passes per layer), weight_sampling (one weight draw per sample shared by a batch: one plain
 # pass per sample, several times cheaper for CNNs), flipout
 from ..metrics import EVAL_ESTIMATORS
+from ..names import Kind
+from ..nn.priors import PRIORS, make_prior
+from ..nn.zoo import MODELS, check_model_options, model_name
+from ..prune.methods import OptionError, UnknownMethodError, method_class, method_names
+from .specs import TRAIN_BAYESIAN, TRAIN_SHARED, DatasetSpec, MethodSpec, ModelSpec, OperatingPoint, StudyConfig
 
 __all__ = [
     "StudyConfigError",
@@ -62,19 +78,14 @@ __all__ = [
     "load_config",
     "parse_config",
     "default_config_text",
+    "copy_config",
     "OOD_SETS",
     "EVAL_ESTIMATORS",
-    "DENSE_METHODS",
+    "DENSE_PREFIX",
 ]
 
-#: out-of-distribution sets: transformations of the test set, or another data set
-OOD_SETS = ("rot90", "noise", "mnist", "fashion-mnist", "none", "auto")
-#: the reference trials every study has: each trained network, unpruned
-DENSE_METHODS = {"dense-bayesian": "bayesian", "dense-deterministic": "deterministic"}
-
-_TRAIN_SHARED = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "patience", "val_fraction", "limit")
-_TRAIN_BAYES = ("prior", "guide", "init_scale", "estimator", "kl_weight", "kl_anneal_epochs", "particles",
-                "eval_samples")
+#: names of the reference trials every study has (``dense-bayesian``, ``dense-deterministic``, ...)
+DENSE_PREFIX = "dense-"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -162,152 +173,6 @@ class _Checker:
         return value
 
 
-# -------------------------------------------------------------------- specs
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One data set of the study and its out-of-distribution set."""
-
-    name: str
-    data_dir: Optional[str] = None
-    limit: Optional[int] = None
-    val_fraction: float = 0.1
-    ood: str = "auto"
-    download: bool = True
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One zoo model with its options and training overrides."""
-
-    name: str
-    options: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
-    label: str = ""
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "options": self.options, "train": self.train, "label": self.label}
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A pruning method: a unique name, its family (algorithm) and the family's options."""
-
-    name: str
-    family: str
-    options: dict = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        """Which trained network it starts from: ``bayesian`` or ``deterministic``."""
-        from .methods import method_kind
-
-        return method_kind(self)
-
-    @property
-    def uses_grid(self) -> bool:
-        from .methods import FAMILIES
-
-        return FAMILIES[self.family].uses_grid(self.options)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "family": self.family, "options": self.options}
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """A target compression ratio (|w| / |w != 0|); sparsity = 1 - 1/compression."""
-
-    compression: float
-
-    @property
-    def sparsity(self) -> float:
-        return 1.0 - 1.0 / self.compression
-
-    @property
-    def label(self) -> str:
-        c = self.compression
-        return f"{c:g}x"
-
-
-@dataclass
-class StudyConfig:
-    """A validated study: what to train, how to prune it, where to evaluate."""
-
-    name: str
-    datasets: list[DatasetSpec]
-    models: list[ModelSpec]
-    seeds: list[int]
-    methods: list[MethodSpec]
-    grid: list[OperatingPoint]
-    train: dict = field(default_factory=dict)
-    bayesian: dict = field(default_factory=dict)
-    deterministic: dict = field(default_factory=dict)
-    device: str = "cpu"
-    eval_samples: int = 16
-    eval_estimator: str = "auto"
-    latency_repeats: int = 10
-    report_point: Optional[float] = None
-    source: str = "<default>"
-
-    # -- identity
-    def to_dict(self) -> dict:
-        """Everything that determines the results (not where or how fast they are computed)."""
-        return {
-            "name": self.name,
-            "datasets": [d.to_dict() for d in self.datasets],
-            "models": [m.to_dict() for m in self.models],
-            "seeds": list(self.seeds),
-            "methods": [m.to_dict() for m in self.methods],
-            "grid": [p.compression for p in self.grid],
-            "train": self.train,
-            "bayesian": self.bayesian,
-            "deterministic": self.deterministic,
-            "device": self.device,
-            "eval_samples": self.eval_samples,
-            "eval_estimator": self.eval_estimator,
-            "latency_repeats": self.latency_repeats,
-            "report_point": self.report_point,
-        }
-
-    def config_hash(self) -> str:
-        """SHA-256 (first 16 hex digits) of :meth:`to_dict` as canonical JSON (report settings excluded)."""
-        values = {k: v for k, v in self.to_dict().items() if k != "report_point"}
-        blob = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def all_methods(self) -> list[MethodSpec]:
-        """The dense references first, then the configured methods."""
-        dense = [MethodSpec(name, "dense", {"on": kind}) for name, kind in DENSE_METHODS.items()]
-        return dense + list(self.methods)
-
-    def points_of(self, method: MethodSpec) -> list[Optional[OperatingPoint]]:
-        """Operating points a method is run at: the grid, or one point (None) for dense / automatic ones."""
-        return list(self.grid) if method.uses_grid else [None]
-
-    def train_config(self, dataset: DatasetSpec, model: ModelSpec, seed: int, kind: str) -> dict:
-        """The :class:`pyrocompress.training.TrainConfig` values of one trained network."""
-        values: dict[str, Any] = {"dataset": dataset.name, "data_dir": dataset.data_dir, "limit": dataset.limit,
-                                  "val_fraction": dataset.val_fraction, "model": model.name,
-                                  "model_options": dict(model.options), "seed": int(seed),
-                                  "device": self.device, "deterministic": kind == "deterministic",
-                                  "eval_samples": self.eval_samples}
-        values.update(self.train)
-        if kind == "bayesian":
-            values.update(self.bayesian)
-        else:
-            values.update({k: v for k, v in self.deterministic.items()})
-        values.update({k: v for k, v in model.train.items()
-                       if kind == "bayesian" or k not in _TRAIN_BAYES})
-        if kind == "deterministic":
-            for k in _TRAIN_BAYES:
-                if k != "eval_samples":
-                    values.pop(k, None)
-        return values
-
-
 # ------------------------------------------------------------------ parsing
 def default_config_text() -> str:
     """The TOML text of the embedded default study (``pyrocompress study`` with no file)."""
@@ -339,10 +204,6 @@ def parse_config(text: str, source: str = "<string>") -> StudyConfig:
 
 
 def _validate(raw: dict, c: _Checker) -> StudyConfig:
-    from ..data import DATASETS
-    from ..nn.zoo import MODELS
-    from .methods import FAMILIES, validate_method
-
     c.table(raw, (), ("study", "datasets", "models", "train", "bayesian", "deterministic", "grid", "methods"))
     study = c.table(raw.get("study", {}), ("study",),
                     ("name", "seeds", "device", "eval_samples", "eval_estimator", "latency_repeats",
@@ -378,10 +239,11 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
         c.table(d, ("datasets", i), ("name", "data_dir", "limit", "val_fraction", "ood", "download"))
         if "name" not in d:
             raise c.error(("datasets", i), f"needs a name, one of {list(DATASETS)}")
-        dname = str(d["name"]).lower().replace("_", "-")
-        dname = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(dname, dname)
-        if dname not in DATASETS:
-            raise c.error(("datasets", i, "name"), f"unknown data set {d['name']!r}; valid data sets: {list(DATASETS)}")
+        try:
+            dname = dataset_name(d["name"])
+        except ValueError:
+            raise c.error(("datasets", i, "name"),
+                          f"unknown data set {d['name']!r}; valid data sets: {list(DATASETS)}") from None
         limit = d.get("limit")
         if limit is not None:
             limit = c.int_(limit, ("datasets", i, "limit"), 1)
@@ -410,31 +272,31 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
     models = []
     for i, m in enumerate(models_raw):
         c.table(m, ("models", i), ("name", "options", "train", "label"))
-        mname = str(m.get("name", "")).lower().replace("-", "_")
-        mname = {"lenet300": "mlp", "lenet_300_100": "mlp", "lenet": "lenet5"}.get(mname, mname)
-        if mname not in MODELS:
-            raise c.error(("models", i, "name"), f"unknown model {m.get('name')!r}; valid models: {sorted(MODELS)}")
+        try:
+            mname = model_name(m.get("name", ""))
+        except ValueError:
+            raise c.error(("models", i, "name"),
+                          f"unknown model {m.get('name')!r}; valid models: {sorted(MODELS)}") from None
         options = m.get("options", {})
         if not isinstance(options, dict):
             raise c.error(("models", i, "options"), "must be a table of model options")
-        train_over = c.table(m.get("train", {}), ("models", i, "train"), _TRAIN_SHARED + _TRAIN_BAYES)
+        try:
+            check_model_options(mname, options)
+        except ValueError as exc:
+            raise c.error(("models", i, "options"), str(exc)) from None
+        train_over = c.table(m.get("train", {}), ("models", i, "train"), TRAIN_SHARED + TRAIN_BAYESIAN)
+        _check_train_values(train_over, ("models", i, "train"), c)
         label = c.name(m.get("label", mname), ("models", i, "label"))
         models.append(ModelSpec(mname, dict(options), dict(train_over), label))
     if len({m.label for m in models}) != len(models):
         raise c.error(("models",), "two models have the same label; give each [[models]] a distinct label")
 
     # training
-    train = dict(c.table(raw.get("train", {}), ("train",), _TRAIN_SHARED))
-    bayesian = dict(c.table(raw.get("bayesian", {}), ("bayesian",), _TRAIN_BAYES))
-    deterministic = dict(c.table(raw.get("deterministic", {}), ("deterministic",), _TRAIN_SHARED))
+    train = dict(c.table(raw.get("train", {}), ("train",), TRAIN_SHARED))
+    bayesian = dict(c.table(raw.get("bayesian", {}), ("bayesian",), TRAIN_BAYESIAN))
+    deterministic = dict(c.table(raw.get("deterministic", {}), ("deterministic",), TRAIN_SHARED))
     for section, values in (("train", train), ("bayesian", bayesian), ("deterministic", deterministic)):
-        for key in ("epochs", "batch_size", "particles", "eval_samples"):
-            if key in values:
-                c.int_(values[key], (section, key), 1)
-        for key in ("lr", "init_scale", "kl_weight"):
-            if key in values:
-                c.number(values[key], (section, key))
-    _check_bayesian(bayesian, c)
+        _check_train_values(values, (section,), c)
 
     # grid
     grid_raw = c.table(raw.get("grid", {}), ("grid",), ("compression", "sparsity"))
@@ -467,66 +329,91 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
     points.sort(key=lambda p: p.compression)
 
     # methods
-    methods_raw = raw.get("methods")
-    if not isinstance(methods_raw, list) or not methods_raw:
-        raise c.error(("methods",), f"the study needs at least one [[methods]] table; families: {sorted(FAMILIES)}")
-    methods = []
-    for i, m in enumerate(methods_raw):
-        if not isinstance(m, dict):
-            raise c.error(("methods", i), "must be a table")
-        if "family" not in m:
-            raise c.error(("methods", i), f"needs a family, one of {sorted(FAMILIES)}")
-        family = m["family"]
-        if family not in FAMILIES or family == "dense":
-            raise c.error(("methods", i, "family"),
-                          f"unknown method family {family!r}; valid families: {sorted(set(FAMILIES) - {'dense'})}")
-        mname = c.name(m.get("name", family), ("methods", i, "name"))
-        if mname in DENSE_METHODS:
-            raise c.error(("methods", i, "name"), f"{mname!r} is reserved for the dense reference")
-        options = {k: v for k, v in m.items() if k not in ("name", "family")}
-        try:
-            options = validate_method(family, options)
-        except ValueError as exc:
-            bad = getattr(exc, "key", None)
-            raise c.error(("methods", i) + ((bad,) if bad else ()), str(exc)) from None
-        methods.append(MethodSpec(mname, family, options))
+    methods = [_method(m, i, c) for i, m in enumerate(_list_of(raw, "methods", c))]
     names = [m.name for m in methods]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise c.error(("methods",), f"method names must be unique; repeated: {dup}")
-    if not any(m.uses_grid for m in methods):
-        pass  # a study of automatic methods only is allowed; the grid then labels nothing
 
     return StudyConfig(name=name, datasets=datasets, models=models, seeds=seeds, methods=methods, grid=points,
                        train=train, bayesian=bayesian, deterministic=deterministic, device=device,
                        eval_samples=eval_samples, eval_estimator=eval_estimator, latency_repeats=latency_repeats,
-                       report_point=report_point,
-                       source=c.source)
+                       report_point=report_point, source=c.source)
 
 
-def _check_bayesian(values: dict, c: _Checker) -> None:
-    from ..infer.estimators import ESTIMATORS
-    from ..infer.guides import GUIDES
-    from ..nn.priors import PRIORS, make_prior
+def _list_of(raw: dict, key: str, c: _Checker) -> list:
+    values = raw.get(key)
+    if not isinstance(values, list) or not values:
+        raise c.error((key,), f"the study needs at least one [[{key}]] table; families: {method_names(False)}")
+    return values
 
+
+def _method(m: Any, i: int, c: _Checker) -> MethodSpec:
+    """One ``[[methods]]`` table: a name, a family of the method registry, its options, its training recipe."""
+    if not isinstance(m, dict):
+        raise c.error(("methods", i), "must be a table")
+    valid = method_names(references=False)
+    if "family" not in m:
+        raise c.error(("methods", i), f"needs a family, one of {valid}")
+    try:
+        cls = method_class(m["family"], what="method family")
+    except UnknownMethodError:
+        cls = None
+    if cls is None or cls.name == "dense":
+        raise c.error(("methods", i, "family"), f"unknown method family {m['family']!r}; valid families: {valid}")
+    mname = c.name(m.get("name", cls.name), ("methods", i, "name"))
+    if mname.startswith(DENSE_PREFIX):
+        raise c.error(("methods", i, "name"), f"{mname!r} is reserved for the dense reference (names starting "
+                                              f"with {DENSE_PREFIX!r})")
+    options = {k: v for k, v in m.items() if k not in ("name", "family", "train")}
+    train = m.get("train", {})
+    try:
+        method = cls.build(options, train)
+    except OptionError as exc:
+        key = exc.key if exc.key in options or exc.key == "family" else None
+        where = ("methods", i) + ((key,) if key else ("train",) if exc.key in train or exc.key == "train" else ())
+        raise c.error(where, str(exc)) from None
+    recipe = method.recipe()
+    _check_train_values(dict(recipe.overrides), ("methods", i, "train"), c, bayesian=recipe.kind is Kind.BAYESIAN)
+    init_from = recipe.overrides.get("init_from")
+    if init_from is not None and (init_from != "deterministic" or recipe.kind is not Kind.BAYESIAN):
+        raise c.error(("methods", i, "train"), f"init_from = {init_from!r}: a study starts a Bayesian network from "
+                                               "its trained deterministic twin only (init_from = \"deterministic\")")
+    return MethodSpec(mname, method)
+
+
+def _check_train_values(values: dict, path: tuple, c: _Checker, bayesian: bool = True) -> None:
+    """Types and names of training options (a [train]-like table, a model's or a method's overrides)."""
+    for key in ("epochs", "batch_size", "particles", "eval_samples"):
+        if key in values:
+            c.int_(values[key], path + (key,), 1)
+    for key in ("kl_anneal_epochs",):
+        if key in values:
+            c.int_(values[key], path + (key,), 0)
+    for key in ("lr", "init_scale", "kl_weight"):
+        if key in values:
+            c.number(values[key], path + (key,))
+    if not bayesian:
+        wrong = sorted(k for k in values if k in TRAIN_BAYESIAN and k != "eval_samples")
+        if wrong:
+            raise c.error(path + (wrong[0],), f"{wrong[0]!r} is a Bayesian training option; this method starts "
+                                              "from the deterministic twin")
     if "prior" in values and not isinstance(values["prior"], dict):
         try:
             make_prior(values["prior"])
         except (ValueError, TypeError) as exc:
-            raise c.error(("bayesian", "prior"), f"{exc} (valid priors: {sorted(PRIORS)})") from None
+            raise c.error(path + ("prior",), f"{exc} (valid priors: {sorted(PRIORS)})") from None
     if "guide" in values and values["guide"] not in GUIDES:
-        raise c.error(("bayesian", "guide"), f"unknown guide {values['guide']!r}; valid guides: {list(GUIDES)}")
-    from ..infer.moments import is_moment_estimator, moment_options
-
+        raise c.error(path + ("guide",), f"unknown guide {values['guide']!r}; valid guides: {list(GUIDES)}")
     valid_est = sorted(set(ESTIMATORS) | {"moment_propagation[:key=value,...]"})
     if "estimator" in values:
         if is_moment_estimator(values["estimator"]):
             try:
                 moment_options(values["estimator"])
             except ValueError as exc:
-                raise c.error(("bayesian", "estimator"), str(exc)) from None
+                raise c.error(path + ("estimator",), str(exc)) from None
         elif values["estimator"] not in ESTIMATORS:
-            raise c.error(("bayesian", "estimator"), f"unknown estimator {values['estimator']!r}; valid: {valid_est}")
+            raise c.error(path + ("estimator",), f"unknown estimator {values['estimator']!r}; valid: {valid_est}")
 
 
 def copy_config(cfg: StudyConfig, **changes) -> StudyConfig:

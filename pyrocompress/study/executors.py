@@ -25,6 +25,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+import torch
+
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS", "ray_available",
            "set_threads"]
 
@@ -35,8 +37,6 @@ Outcome = tuple[Any, Any, Optional[BaseException]]
 
 def set_threads(threads: int) -> int:
     """Set torch's intra-op thread count; returns the previous value."""
-    import torch
-
     previous = torch.get_num_threads()
     if threads and threads > 0:
         torch.set_num_threads(int(threads))
@@ -128,6 +128,7 @@ class LocalExecutor(Executor):
 def ray_available() -> bool:
     """Whether the optional ``ray`` package imports."""
     try:
+        # ray is optional and takes seconds to import: imported only when asked for
         import ray  # noqa: F401
     except Exception:  # noqa: BLE001 - any import failure means "not usable"
         return False
@@ -143,7 +144,7 @@ class RayExecutor(Executor):
         if not ray_available():
             raise ValueError("the Ray executor needs the optional 'ray' package: pip install 'pyrocompress[ray]' "
                              "(or use --executor local --workers N)")
-        import ray
+        import ray  # optional (see ray_available)
 
         self._ray = ray
         self.threads = threads

@@ -22,12 +22,15 @@ import html
 import io
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import pandas as pd
+from torch import nn
 
-from ..runs import atomic_write_bytes
+from ..runs import RunError, atomic_write_bytes, load_run
 from .store import ResultsStore, StoreError
 
 __all__ = ["write_report", "summary_table", "tolerance_table", "load_results"]
@@ -57,8 +60,6 @@ def load_results(study_dir: str | os.PathLike):
     rows = store.rows()
     if not rows:
         raise StoreError(f"{study_dir} has no finished trials yet; run `pyrocompress study --out {study_dir}`")
-    import pandas as pd
-
     frame = pd.DataFrame(rows)
     for col in ("accuracy", "compression", "ece", "nll", "speedup", "agreement", "ood_auroc"):
         if col not in frame:
@@ -82,6 +83,7 @@ def _panels(meta: dict, frame) -> list[tuple[str, str]]:
 
 
 def _colors(methods: list[str]) -> dict[str, Any]:
+    # matplotlib takes about a second to import: imported when a figure is drawn
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]
@@ -137,6 +139,7 @@ def tolerance_table(frame, methods: list[str], tolerances=(0.5, 1.0)) -> list[di
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    # matplotlib takes about a second to import: imported when a figure is drawn
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -144,6 +147,7 @@ def _png(fig) -> bytes:
 
 
 def _grid(n: int):
+    # matplotlib takes about a second to import: imported when a figure is drawn
     import matplotlib.pyplot as plt
 
     cols = min(n, 3)
@@ -191,6 +195,7 @@ def _curve_figure(frame, panels, methods, colors, metric: str, label: str, log_y
 
 
 def _ratio_formatter():
+    # matplotlib takes about a second to import: imported when a figure is drawn
     from matplotlib.ticker import FuncFormatter
 
     return FuncFormatter(lambda v, _: f"{v:g}x")
@@ -244,8 +249,6 @@ def _sparsity_figure(frame, panels, methods, colors, op: str) -> Optional[bytes]
 
 def _group_norms(study_dir: Path, d: str, m: str) -> Optional[dict]:
     """Norms of the first layer's kernels / neurons of every trained seed, Bayesian vs deterministic."""
-    from ..runs import RunError, load_run
-
     base = study_dir / "runs" / d / m
     if not base.is_dir():
         return None
@@ -266,8 +269,6 @@ def _group_norms(study_dir: Path, d: str, m: str) -> Optional[dict]:
                 w = run.guide.loc_of(f"{name}.weight").detach()
                 kind_of_layer = "kernel" if dict(run.model.bayes_layers())[name].kind == "conv" else "neuron"
             else:
-                import torch.nn as nn
-
                 name, layer = next((n, l) for n, l in run.net.named_modules() if isinstance(l, (nn.Linear, nn.Conv2d)))
                 w = layer.weight.detach()
             layer_name = name
@@ -371,6 +372,7 @@ def write_report(study_dir: str | os.PathLike, out: Optional[str | os.PathLike] 
                  point: Optional[float] = None) -> dict[str, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ ``figures/*.png``) into
     ``out`` (default ``STUDY_DIR/report``); returns their paths."""
+    # matplotlib takes about a second to import: imported when a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -451,8 +453,6 @@ def write_report(study_dir: str | os.PathLike, out: Optional[str | os.PathLike] 
 
 
 def _md_inline(text: str) -> str:
-    import re
-
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

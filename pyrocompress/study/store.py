@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
+import pandas as pd
+import xarray as xr
 
 from .._files import atomic_write
 from ..runs import atomic_write_bytes, write_json
@@ -40,11 +42,11 @@ METRICS = (
     "params", "nonzero_params", "compression", "flops", "flops_nonzero", "speedup",
     "bytes_dense", "bytes_sparse", "latency_ms", "dense_latency_ms", "latency_speedup",
     "dense_accuracy", "accuracy_drop",
-    "epochs", "train_epochs", "finetune_epochs", "seconds", "train_seconds", "trial_seconds",
+    "epochs", "pretrain_epochs", "train_epochs", "finetune_epochs", "seconds", "train_seconds", "trial_seconds",
     "target_compression",
 )
 #: text columns
-TEXT = ("trial_id", "dataset", "model", "method", "family", "kind", "operating_point", "status", "error",
+TEXT = ("trial_id", "dataset", "model", "method", "family", "kind", "operating_point", "recipe", "status", "error",
         "ood_set", "finished_at")
 
 
@@ -125,10 +127,8 @@ class ResultsStore:
     # -------------------------------------------------------------- views
     def table(self):
         """The tidy table (pandas DataFrame), one row per trial."""
-        import pandas as pd
-
         rows = self.rows()
-        cols = list(TEXT[:7]) + ["seed"] + [m for m in METRICS] + ["status", "error", "ood_set", "layers", "info",
+        cols = list(TEXT[:8]) + ["seed"] + [m for m in METRICS] + ["status", "error", "ood_set", "layers", "info",
                                                                      "finished_at"]
         cols = list(dict.fromkeys(cols))
         frame = pd.DataFrame([{k: (json.dumps(r.get(k)) if k in ("layers", "info") else r.get(k)) for k in cols}
@@ -154,8 +154,6 @@ class ResultsStore:
 def trial_dataset(rows: Iterable[dict], meta: Optional[dict] = None):
     """Results as an xarray Dataset: every metric with dims :data:`DIMS`, ``layer_sparsity``
     with an extra ``layer`` dim, ``status`` as text; missing trials are NaN / ""."""
-    import xarray as xr
-
     rows = list(rows)
     coords: dict[str, list] = {d: [] for d in DIMS}
     targets: dict[str, float] = {}
@@ -170,7 +168,10 @@ def trial_dataset(rows: Iterable[dict], meta: Optional[dict] = None):
     if cfg:
         order = {"dataset": [d["name"] for d in cfg.get("datasets", [])],
                  "model": [m.get("label") or m["name"] for m in cfg.get("models", [])],
-                 "method": ["dense-bayesian", "dense-deterministic"] + [m["name"] for m in cfg.get("methods", [])],
+                 "method": ["dense-bayesian", "dense-deterministic"]
+                 + sorted({r["method"] for r in rows if str(r.get("method", "")).startswith("dense-")}
+                          - {"dense-bayesian", "dense-deterministic"})
+                 + [m["name"] for m in cfg.get("methods", [])],
                  "seed": cfg.get("seeds", [])}
         for d, ordered in order.items():
             coords[d] = [x for x in ordered if x in coords[d]] + [x for x in coords[d] if x not in ordered]
@@ -218,8 +219,6 @@ def trial_dataset(rows: Iterable[dict], meta: Optional[dict] = None):
 
 def read_results(study_dir: str | os.PathLike):
     """Open ``results.nc`` of a study directory as an xarray Dataset (loaded into memory)."""
-    import xarray as xr
-
     path = Path(study_dir) / "results.nc"
     if not path.is_file():
         raise StoreError(f"{path} does not exist; run the study first")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pyrocompress.infer.guides import MeanFieldGuide
-from pyrocompress.infer.reference import pointwise_log_likelihood, reference_posterior
+from pyrocompress.diagnostics import reference_posterior
+from pyrocompress.infer.nuts import pointwise_log_likelihood
 from pyrocompress.infer.relabel import align_hidden_units, permutation_groups
 from pyrocompress.nn.model import BayesianModel
 from pyrocompress.nn.priors import NormalPrior

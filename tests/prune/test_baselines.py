@@ -15,6 +15,8 @@ from pyrocompress.infer import fit_deterministic, make_guide
 from pyrocompress.metrics import evaluate
 from pyrocompress.nn import BayesianModel, build_model
 from pyrocompress.prune import baselines as B
+from pyrocompress.prune.baselines import lottery as lottery_module
+from pyrocompress.prune.methods import check_method_fits
 from pyrocompress.prune.masks import Masks
 from pyrocompress.prune.shrink import shrink
 
@@ -262,8 +264,8 @@ def test_lottery_round_cache_shares_a_trajectory_prefix_and_refuses_other_plans(
                             **common)
     torch.testing.assert_close(deep.net.state_dict(), fresh.net.state_dict())  # caching changes nothing
     fits = []
-    real_fit = B._fit
-    monkeypatch.setattr(B, "_fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    real_fit = lottery_module.fit_net
+    monkeypatch.setattr(lottery_module, "fit_net", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     # a shallower point of the same trajectory: every round comes from the cache, no training
     short = B.lottery_ticket(copy.deepcopy(init), small_data, schedule=[0.5, 0.75], cache_dir=tmp_path, **common)
     assert fits == []
@@ -327,10 +329,10 @@ def test_scores_that_do_not_fit_are_refused_with_the_valid_names(small_data):
     model = BayesianModel.from_module(small_mlp(small_data), small_data.num_classes)
     guide = make_guide(model)
     with pytest.raises(ValueError, match="deterministic-network score"):
-        B.score_target(model, "l1", guide=guide)
+        B.importances(model, "l1", guide=guide)
     with pytest.raises(ValueError, match="does not fit a Bayesian run"):
-        B.check_method_fits("imp", bayesian=True)
-    assert B.check_method_fits("magnitude", bayesian=True) == "magnitude"
+        check_method_fits("imp", bayesian=True)
+    assert check_method_fits("magnitude", bayesian=True) == "magnitude"
     with pytest.raises(TypeError, match="plain network"):
         B.one_shot(model, 0.5)
 
@@ -340,9 +342,9 @@ def test_posterior_mean_magnitude_score_on_a_bayesian_model(small_data):
     guide = make_guide(model)
     with torch.no_grad():
         guide.loc["fc1__weight"].normal_()
-    scores = B.score_target(model, "magnitude", guide=guide)
+    scores = B.importances(model, "magnitude", guide=guide)
     torch.testing.assert_close(scores["fc1"], guide.loc_of("fc1.weight").abs())
-    groups = B.score_target(model, "magnitude", structure="neuron", guide=guide)
+    groups = B.importances(model, "magnitude", structure="neuron", guide=guide)
     torch.testing.assert_close(groups["fc1"], guide.loc_of("fc1.weight").norm(dim=1))
     masks = B.select_masks(model.architecture, scores, 0.5)  # the same policy selects from posterior scores
     assert isinstance(masks, Masks) and masks.sparsity() == pytest.approx(0.5, abs=1e-2)

@@ -12,7 +12,7 @@ from pyrocompress.cli import main
 from pyrocompress.infer import fit_deterministic
 from pyrocompress.metrics import evaluate
 from pyrocompress.prune import load_compressed
-from pyrocompress.prune.baselines import _initial_network
+from pyrocompress.prune.methods import initial_network
 from pyrocompress.runs import load_run
 from pyrocompress.training import TrainConfig, train
 
@@ -115,7 +115,7 @@ def test_lottery_stores_the_rebuilt_initial_weights(det_run, tmp_path):
     stored = load_file(str(out / "lottery.safetensors"))
     run = load_run(det_run)
     data = run.load_data()
-    init = _initial_network(run, data)
+    init = initial_network(run, data)
     for k, v in init.state_dict().items():
         assert torch.equal(stored[f"init.{k}"], v)
     # the rebuilt init is the run's: retraining it the run's way gives the run's weights

@@ -1,5 +1,4 @@
 """End to end: a tiny study writes its store and reports, resumes, records failures, refuses mixing."""
-import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 import xarray as xr
 
 from pyrocompress.data import DataError
-from pyrocompress.study import methods as study_methods
+from pyrocompress.prune.methods.magnitude import Magnitude
 from pyrocompress.study.config import load_config, parse_config
 from pyrocompress.study.report import write_report
 from pyrocompress.study.runner import run_study
@@ -88,14 +87,14 @@ def test_rerun_skips_finished_and_other_config_is_refused(tiny_study):
 
 
 def test_a_failing_trial_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
-    fam = study_methods.FAMILIES["magnitude"]
+    real = Magnitude.run
 
-    def flaky(ctx, options, point):
-        if point == 8:
+    def flaky(self, ctx, target):
+        if target.ratio == 8:
             raise RuntimeError("deliberate failure at 8x")
-        return fam.run(ctx, options, point)
+        return real(self, ctx, target)
 
-    monkeypatch.setitem(study_methods.FAMILIES, "magnitude", dataclasses.replace(fam, run=flaky))
+    monkeypatch.setattr(Magnitude, "run", flaky)
     cfg = parse_config(TINY.replace("seeds = [0, 1]", "seeds = [0]"))
     result = run_study(cfg, tmp_path / "s", progress=False)
     assert result.failed == ["digits__mlp__s0__magnitude__8x"]
@@ -106,7 +105,7 @@ def test_a_failing_trial_is_recorded_and_the_others_complete(tmp_path, monkeypat
     assert all(r["status"] == "ok" for k, r in rows.items() if k != bad["trial_id"])
     assert "deliberate failure" in (tmp_path / "s/logs/digits__mlp__s0__magnitude__8x.log").read_text()
     # the next run retries only the failed trial
-    monkeypatch.setitem(study_methods.FAMILIES, "magnitude", fam)
+    monkeypatch.setattr(Magnitude, "run", real)
     again = run_study(cfg, tmp_path / "s", progress=False)
     assert again.ran == 1 and again.ok
     assert ResultsStore(tmp_path / "s").rows()[0]["status"] == "ok"

@@ -1,5 +1,6 @@
-"""NUTS reference posterior: a conjugate model against its analytic posterior, the SVI-vs-HMC
-comparison end to end on a tiny network (function and CLI), and the size limit."""
+"""NUTS reference posterior (sampled by pyrocompress.infer.nuts, judged by pyrocompress.diagnostics.reference):
+a conjugate model against its analytic posterior, the SVI-vs-HMC comparison end to end on a tiny network
+(function and CLI), and the size limit."""
 from collections import OrderedDict
 
 import numpy as np
@@ -14,8 +15,8 @@ from pyrocompress.cli import main
 from pyrocompress.data import from_arrays, load_dataset
 from pyrocompress.infer import fit
 from pyrocompress.infer.guides import MeanFieldGuide
-from pyrocompress.infer.reference import (TooLargeError, compare_to_guide, count_latent_parameters,
-                                          reference_posterior, write_reference)
+from pyrocompress.diagnostics import compare_to_guide, reference_posterior, write_reference
+from pyrocompress.infer.nuts import TooLargeError, count_latent_parameters
 from pyrocompress.nn.model import BayesianModel, bayesianize
 from pyrocompress.nn.zoo import build_model
 

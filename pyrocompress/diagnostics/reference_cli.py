@@ -4,13 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..infer.nuts import DEFAULT_MAX_PARAMS, INIT_STRATEGIES
+from ..infer.relabel import RELABEL_MODES
+from ..runs import RunError, load_run
+from .reference import compare_to_guide, model_fingerprint, reference_posterior
+from .reference_io import load_reference, write_reference
+
 __all__ = ["register"]
 
 
 def _cmd_reference(args: argparse.Namespace) -> int:
-    from ..runs import RunError, load_run
-    from .reference import compare_to_guide, load_reference, model_fingerprint, reference_posterior, write_reference
-
     run = load_run(args.run_dir)
     if not run.is_bayesian:
         raise RunError(f"{args.run_dir} is a deterministic run; the reference posterior needs a Bayesian run "
@@ -75,9 +78,6 @@ def _cmd_reference(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``reference`` sub-command."""
-    from .reference import DEFAULT_MAX_PARAMS, INIT_STRATEGIES
-    from .relabel import RELABEL_MODES
-
     p = sub.add_parser("reference", help="NUTS reference posterior of a small Bayesian run, compared with its guide")
     p.add_argument("run_dir", help="a Bayesian run directory (pyrocompress train --out)")
     p.add_argument("--chains", type=int, default=2, help="NUTS chains (run one after the other)")

@@ -1,0 +1,90 @@
+"""Every metric of a pruned network against its dense network: the numbers of one study trial.
+
+Test metrics of the (posterior) predictive, agreement / total variation / KL with the dense
+network's predictive on the same inputs and MC seed, OOD AUROC, parameters, FLOPs, bytes,
+latency and per-layer sparsity. The dense network's probabilities are computed once per
+trained network and kept in its ``cache/``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import pyro
+import torch
+from torch import nn
+
+from .. import metrics
+from ..data import DataBundle
+from ..prune.compression import compression_report, layer_stats
+from ..prune.methods import Pruned
+from ..runs import RunError, load_checkpoint, save_checkpoint
+
+__all__ = ["measure", "probs_of", "dense_probs"]
+
+
+def probs_of(pruned: Pruned, x: torch.Tensor, samples: int, seed: int, estimator: str = "local_reparam"
+             ) -> torch.Tensor:
+    """Test-time class probabilities (posterior predictive for a Bayesian network), seeded."""
+    pyro.set_rng_seed(seed)
+    if pruned.is_bayesian:
+        return metrics.predictive_probs(pruned.model, pruned.guide, x, num_samples=samples, estimator=estimator)
+    return metrics.network_probs(pruned.net, x)
+
+
+def dense_probs(dense: Pruned, run_dir: Path, x: torch.Tensor, samples: int, seed: int,
+                estimator: str) -> torch.Tensor:
+    """The dense network's test probabilities, computed once per run and kept in its ``cache/``.
+
+    Every trial of a network compares against the same dense predictive (same inputs, same
+    MC seed), so the trials share one file instead of each drawing it again; a missing or
+    unreadable file is recomputed.
+    """
+    tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", estimator)  # moment-propagation names carry ':' and ','
+    path = Path(run_dir) / "cache" / f"dense_probs__{tag}__s{samples}__seed{seed}.safetensors"
+    if path.is_file():
+        try:
+            tensors, _ = load_checkpoint(path)
+            probs = tensors.get("probs")
+            if probs is not None and probs.shape[0] == x.shape[0] and torch.isfinite(probs).all():
+                return probs
+        except RunError:
+            pass
+    probs = probs_of(dense, x, samples, seed, estimator)
+    save_checkpoint(path, {"probs": probs}, {"what": "dense test probabilities", "samples": samples,
+                                             "seed": seed, "estimator": estimator})
+    return probs
+
+
+def measure(pruned: Pruned, dense_probs_: torch.Tensor, dense_net: nn.Module, data: DataBundle,
+            ood_x: Optional[torch.Tensor], samples: int, eval_seed: int, latency_repeats: int = 10,
+            estimator: str = "local_reparam") -> dict:
+    """Every metric of a pruned network against its dense network (same test inputs, same MC seed);
+    ``estimator`` draws a Bayesian network's posterior predictive."""
+    x, y = data.test.x, data.test.y
+    probs = probs_of(pruned, x, samples, eval_seed, estimator)
+    out = metrics.classification_metrics(probs, y)
+    out["agreement"] = metrics.agreement(probs, dense_probs_)
+    out["tv_distance"] = metrics.total_variation(probs, dense_probs_)
+    out["kl_to_dense"] = metrics.kl_to_reference(probs, dense_probs_)
+    if ood_x is not None:
+        ood_probs = probs_of(pruned, ood_x, samples, eval_seed + 1, estimator)
+        out["ood_auroc"] = metrics.ood_auroc(probs, ood_probs)
+    net = pruned.deployable()
+    rep = compression_report(net, data.input_shape, reference=dense_net, latency=latency_repeats > 0,
+                             latency_repeats=max(latency_repeats, 1))
+    out.update({"params": rep["params"], "nonzero_params": rep["nonzero_params"],
+                "compression": rep["compression_ratio"], "flops": rep["flops"],
+                "flops_nonzero": rep["flops_nonzero"], "speedup": rep["speedup"],
+                "bytes_dense": rep["bytes"]["dense"], "bytes_sparse": rep["bytes"]["csr"]})
+    if "latency" in rep:
+        out.update({"latency_ms": 1e3 * rep["latency"]["seconds"],
+                    "dense_latency_ms": 1e3 * rep["latency"]["reference_seconds"],
+                    "latency_speedup": rep["latency"]["ratio"]})
+    ref = layer_stats(dense_net, data.input_shape)
+    # per layer: nonzero parameters of the pruned network against the dense layer's parameters
+    out["layers"] = {name: {"params": ref[name]["params"] if name in ref else s["params"], "nonzero": s["nonzero"],
+                            "units": s["units"], "dense_units": ref[name]["units"] if name in ref else s["units"]}
+                     for name, s in rep["per_layer"].items()}
+    return out
