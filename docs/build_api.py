@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 MODULES = [
+    "pyrocompress",
+    "pyrocompress.api",
+    "pyrocompress.names",
     "pyrocompress.data",
     "pyrocompress.nn.priors",
     "pyrocompress.nn.layers",
@@ -23,13 +26,17 @@ MODULES = [
     "pyrocompress.infer.elbo",
     "pyrocompress.infer.fit",
     "pyrocompress.infer.moments",
-    "pyrocompress.infer.reference",
+    "pyrocompress.infer.nuts",
     "pyrocompress.infer.relabel",
     "pyrocompress.metrics",
     "pyrocompress.runs",
     "pyrocompress.training",
     "pyrocompress.diagnostics",
     "pyrocompress.prune",
+    "pyrocompress.prune.targets",
+    "pyrocompress.prune.importance",
+    "pyrocompress.prune.baselines",
+    "pyrocompress.prune.methods",
     "pyrocompress.study",
 ]
 

@@ -1,4 +1,9 @@
-"""Shared fixtures: small real data, reproducible seeds, a clean Pyro state per test."""
+"""Shared fixtures: small real data, reproducible seeds, a clean Pyro state per test, Pyro's validation on.
+
+As Pyro's own suite does, the tests run with distribution-argument validation on: globally, and
+inside pyrocompress's Pyro scopes (which turn it off for speed otherwise; see
+:data:`pyrocompress._scope.VALIDATE_ENV`). Subprocesses the tests start inherit the setting.
+"""
 from __future__ import annotations
 
 import os
@@ -7,7 +12,17 @@ import pyro
 import pytest
 import torch
 
+from pyrocompress._scope import VALIDATE_ENV
+
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ[VALIDATE_ENV] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _pyro_validation():
+    """Pyro validates distribution arguments in every test."""
+    pyro.enable_validation(True)
+    yield
 
 
 @pytest.fixture(autouse=True)

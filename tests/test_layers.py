@@ -34,7 +34,8 @@ CLI_MODULES = ("pyrocompress.diagnostics.cli", "pyrocompress.diagnostics.referen
 HEAVY_OPTIONAL = ("matplotlib", "arviz", "sklearn", "ray", "onnx")
 #: the posterior predictive still lives in pyrocompress.metrics and samples through pyrocompress.infer; it is
 #: moving to pyrocompress.infer.predictive (a change in progress elsewhere), which removes these lazy imports
-PENDING = {("pyrocompress.metrics", "pyrocompress.infer.guides"), ("pyrocompress.metrics", "pyrocompress.infer.estimators"),
+PENDING = {("pyrocompress.metrics", "pyrocompress.infer.guides"),
+           ("pyrocompress.metrics", "pyrocompress.infer.estimators"),
            ("pyrocompress.metrics", "pyrocompress.infer.moments")}
 
 

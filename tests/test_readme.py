@@ -2,6 +2,11 @@
 import re
 from pathlib import Path
 
+import pytest
+
+#: the README's quickstarts run end to end
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -73,3 +73,21 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_a_gaussian_likelihood_run_reloads_as_gaussian(tmp_path):
+    """The likelihood is rebuilt from its config: a regression model comes back with its noise scale."""
+    from collections import OrderedDict
+
+    from pyrocompress.infer.guides import make_guide
+    from pyrocompress.nn import BayesianModel, GaussianLikelihood, bayesianize
+
+    template = torch.nn.Sequential(OrderedDict(fc=torch.nn.Linear(3, 1)))
+    model = BayesianModel(bayesianize(template), GaussianLikelihood(noise_scale=0.3, dataset_size=50),
+                          architecture=template)
+    guide = make_guide(model)
+    save_run(tmp_path / "reg", {"train": {}}, model=model, guide=guide)
+    loaded = load_run(tmp_path / "reg")
+    assert isinstance(loaded.model.likelihood, GaussianLikelihood)
+    assert loaded.model.likelihood.noise_scale == 0.3 and loaded.model.likelihood.dataset_size == 50
+

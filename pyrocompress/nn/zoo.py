@@ -12,8 +12,8 @@ from typing import Callable, Mapping
 
 from torch import nn
 
-__all__ = ["MODELS", "MODEL_ALIASES", "build_model", "model_name", "model_options", "check_model_options", "mlp", "lenet5",
-           "kernelnet"]
+__all__ = ["MODELS", "MODEL_ALIASES", "build_model", "model_name", "model_options", "check_model_options", "mlp",
+           "lenet5", "kernelnet"]
 
 
 def _check_shape(input_shape, num_classes, name: str) -> tuple[int, int, int]:

@@ -152,7 +152,8 @@ def self_compress(model: BayesianModel, guide: PosteriorGuide, data: DataBundle,
     if iterative and finetune_epochs == 0:
         warnings.warn("iterative self-compression without fine-tuning stops after one deletion", UserWarning,
                       stacklevel=2)
-    policy = PrunePolicy(score=score, default_score="norm", structure=structure, sparsity=sparsity, threshold=threshold, auto=auto,
+    policy = PrunePolicy(score=score, default_score="norm", structure=structure, sparsity=sparsity,
+                         threshold=threshold, auto=auto,
                          per_layer=per_layer, ignored_layers=ignored_layers, min_separation=min_separation,
                          score_options=dict(score_options or {}))
     split = data.val

@@ -16,6 +16,7 @@ is recorded.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar, Union
 
@@ -29,13 +30,17 @@ __all__ = ["Target", "Sparsity", "Compression", "Threshold", "AutoThreshold", "c
 T = TypeVar("T")
 
 
+def _finite(value: Any, ok: Callable[[float], bool], message: str) -> float:
+    """``value`` as a float if it is a finite number passing ``ok``, else ``ValueError(message)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise ValueError(message)
+    return float(value)
+
+
 def check_sparsity(sparsity: Any) -> float:
     """Validate a target sparsity: a number in [0, 1)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity) \
-            or not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity must be a number in [0, 1) (the fraction deleted; 1 would delete everything), "
-                         f"got {sparsity!r}")
-    return float(sparsity)
+    return _finite(sparsity, lambda s: 0.0 <= s < 1.0, "sparsity must be a number in [0, 1) (the fraction deleted; "
+                                                       f"1 would delete everything), got {sparsity!r}")
 
 
 class Target:
@@ -70,11 +75,9 @@ class Compression(Target):
     flag = "compression"
 
     def __post_init__(self) -> None:
-        r = self.ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 1.0:
-            raise ValueError(f"compression must be a finite ratio >= 1 (dense parameters / nonzero parameters), "
-                             f"got {r!r}")
-        object.__setattr__(self, "ratio", float(r))
+        object.__setattr__(self, "ratio", _finite(self.ratio, lambda r: r >= 1.0, "compression must be a finite "
+                                                  f"ratio >= 1 (dense parameters / nonzero parameters), got "
+                                                  f"{self.ratio!r}"))
 
     def describe(self) -> str:
         return f"compression {self.ratio:g}x"
@@ -88,10 +91,8 @@ class Threshold(Target):
     flag = "threshold"
 
     def __post_init__(self) -> None:
-        v = self.value
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"threshold must be a finite number, got {v!r}")
-        object.__setattr__(self, "value", float(v))
+        object.__setattr__(self, "value", _finite(self.value, lambda v: True,
+                                                  f"threshold must be a finite number, got {self.value!r}"))
 
     def describe(self) -> str:
         return f"threshold {self.value:g}"
@@ -106,10 +107,9 @@ class AutoThreshold(Target):
     flag = "auto_threshold"
 
     def __post_init__(self) -> None:
-        v = self.min_separation
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"min_separation must be a positive number of decades, got {v!r}")
-        object.__setattr__(self, "min_separation", float(v))
+        object.__setattr__(self, "min_separation", _finite(
+            self.min_separation, lambda v: v > 0, f"min_separation must be a positive number of decades, got "
+                                                  f"{self.min_separation!r}"))
 
     def describe(self) -> str:
         return "automatic threshold"
@@ -158,24 +158,36 @@ def weight_sparsity_for(net: nn.Module, ratio: float) -> Sparsity:
     return Sparsity(float(min(max(1.0 - keep, 0.0), 0.999)))
 
 
+def _probe(make: Callable[[Sparsity], T], s: float) -> tuple[T, list]:
+    """``make(Sparsity(s))`` with the warnings it raises kept, not shown (a probe of a search is not a result)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        return make(Sparsity(s)), list(caught)
+
+
 def search_unit_sparsity(dense_params: int, ratio: float, make: Callable[[Sparsity], T],
                          size_of: Callable[[T], int], iters: int = 14) -> tuple[T, float, dict]:
     """Bisect the unit sparsity s so that ``dense_params / size_of(make(s))`` reaches ``ratio``.
 
     Returns the candidate at the smallest s that reaches it (or the largest s tried when
-    none does), the unit sparsity, and search info.
+    none does), the unit sparsity, and search info. Only the chosen candidate's warnings
+    are shown (the probes at other sparsities are not results).
     """
     lo, hi = 0.0, 0.995
-    best = make(Sparsity(hi))
+    best, caught = _probe(make, hi)
     best_s = hi
     reached_max = dense_params / max(size_of(best), 1)
     if reached_max < ratio:
-        return best, best_s, {"target_reached": False, "reached_compression": reached_max}
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        cand = make(Sparsity(mid))
-        if dense_params / max(size_of(cand), 1) >= ratio:
-            hi, best, best_s = mid, cand, mid
-        else:
-            lo = mid
-    return best, best_s, {"target_reached": True, "unit_sparsity": best_s}
+        info = {"target_reached": False, "reached_compression": reached_max}
+    else:
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            cand, seen = _probe(make, mid)
+            if dense_params / max(size_of(cand), 1) >= ratio:
+                hi, best, best_s, caught = mid, cand, mid, seen
+            else:
+                lo = mid
+        info = {"target_reached": True, "unit_sparsity": best_s}
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return best, best_s, info

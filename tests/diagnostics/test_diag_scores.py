@@ -139,3 +139,16 @@ def test_guide_without_scales_falls_back_to_draws(tiny):
     # the Monte Carlo probabilities one of at most 0.035: compare within about 4 standard errors
     np.testing.assert_allclose(ds["fc.snr"].values, exact["fc.snr"].values, rtol=0.2, atol=0.3)
     np.testing.assert_allclose(ds["fc.prob_nonzero"].values, exact["fc.prob_nonzero"].values, atol=0.15)
+
+
+def test_one_registry_for_posterior_scores_and_plain_importances(tiny):
+    from pyrocompress.diagnostics import SCORES, get_score, weight_scores
+
+    model, guide, loc, scale = tiny
+    assert {n for n, s in SCORES.items() if not s.needs_posterior} == {"magnitude", "l1", "random"}
+    assert get_score("norm").name == "magnitude" and get_score("L2").name == "magnitude"
+    assert not get_score("l1").ranks_posterior and get_score("snr").needs_posterior
+    la = weight_scores(model, guide, "log_alpha")["fc"]
+    torch.testing.assert_close(la, 2 * (loc.abs().log() - scale.log()))   # -log(sigma^2 / mu^2)
+    assert get_score("log_alpha").reduction == "mean"
+    assert la[0, 2] == -math.inf  # a weight at exactly zero has the lowest importance

@@ -21,6 +21,9 @@ from pyrocompress.nn.model import BayesianModel, bayesianize
 from pyrocompress.nn.zoo import build_model
 
 
+#: NUTS runs
+pytestmark = pytest.mark.slow
+
 class _NormalLikelihood:
     """y ~ N(f(x), sigma^2), owning the data plate (the conjugate model, written for the test)."""
 

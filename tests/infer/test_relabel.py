@@ -106,6 +106,7 @@ def test_mean_target_gathers_two_copies_into_one():
         align_hidden_units(samples, model, target="guide")
 
 
+@pytest.mark.slow  # NUTS
 def test_reference_relabels_and_checks_function_space():
     torch.manual_seed(0)
     x = torch.randn(30, 1, 4, 4)

@@ -1,5 +1,6 @@
 """`pyrocompress prune` and `pyrocompress compress` on a small digits run."""
 import csv
+import io
 import json
 
 import pytest
@@ -21,11 +22,15 @@ def run_dir(tmp_path_factory):
     return out
 
 
+def _rows(path):
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
 def _check_outputs(out):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in KEYS:
         assert key in metrics, key
-    assert (out / "history.csv").is_file() and list(csv.DictReader((out / "history.csv").open()))
+    assert (out / "history.csv").is_file() and _rows(out / "history.csv")
     for name in ("compressed.safetensors", "architecture.json", "compressed.torchscript.pt"):
         assert (out / name).is_file(), name
     net = pyrocompress.load_compressed(out)
@@ -43,7 +48,7 @@ def test_prune_weight_level_with_finetuning(run_dir, tmp_path, capsys):
     assert metrics["compression_ratio"] > 5
     assert metrics["nonzero_params"] < 0.2 * metrics["reference_params"]
     assert (out / "bayesian" / "checkpoint.safetensors").is_file()
-    stages = [row["stage"] for row in csv.DictReader((out / "history.csv").open())]
+    stages = [row["stage"] for row in _rows(out / "history.csv")]
     assert stages == ["dense", "pruned", "finetuned"]
 
 
@@ -58,7 +63,7 @@ def test_prune_neurons_and_compress_iteratively(run_dir, tmp_path):
                  "--finetune-epochs", "1", "--latency-repeats", "3", "--eval-samples", "4", "--out", str(out2)]) == 0
     metrics = _check_outputs(out2)
     assert metrics["stop_reason"] and metrics["units"]["fc2"] == 10
-    rounds = list(csv.DictReader((out2 / "history.csv").open()))
+    rounds = _rows(out2 / "history.csv")
     assert rounds[0]["round"] == "0"
 
 

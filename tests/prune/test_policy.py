@@ -14,6 +14,7 @@ def lenet():
     return model, make_guide(model)
 
 
+@pytest.mark.filterwarnings("ignore:the selection would have emptied")  # 90% of a 4-kernel conv2: expected
 def test_global_weight_sparsity_is_met_and_output_rows_survive(lenet):
     model, guide = lenet
     masks = PrunePolicy(score="snr", structure="weight", sparsity=0.9).masks(model, guide)
@@ -38,7 +39,8 @@ def test_structured_kernel_and_unit_policies(lenet):
     assert sum(int(kern.unit_keep(n).sum()) for n in kern.weight) == 5  # 10 kernels, half deleted
     unit = PrunePolicy(score="norm", structure="unit", sparsity=0.5, ignored_layers=["conv1"]).masks(model, guide)
     assert set(unit.weight) == {"conv2", "fc1"}  # the output layer fc2 is never a candidate
-    neuron = PrunePolicy(score="snr", structure="neuron", threshold=1e9).masks(model, guide)
+    with pytest.warns(UserWarning, match="emptied"):
+        neuron = PrunePolicy(score="snr", structure="neuron", threshold=1e9).masks(model, guide)
     with pytest.warns(UserWarning, match="emptied"):
         neuron = PrunePolicy(score="snr", structure="neuron", threshold=1e9).masks(model, guide)
     assert int(neuron.unit_keep("fc1").sum()) == 1  # never empty
@@ -84,3 +86,42 @@ def test_bad_inputs_are_named(lenet):
         PrunePolicy(score="norm", structure="kernel", sparsity=0.5).masks(mlp, make_guide(mlp))
     with pytest.raises(ValueError, match="matches no layer"):
         PrunePolicy(sparsity=0.5, ignored_layers=["fc9"]).masks(mlp, make_guide(mlp))
+
+
+# ----------------------------------------------------------------- a prior's own deletion rule
+def _svd_model(prior="log_uniform"):
+    torch.manual_seed(0)
+    model = BayesianModel.from_module(build_model("mlp", (1, 4, 4), 3, hidden=(6,)), 3, prior=prior)
+    guide = make_guide(model)
+    with torch.no_grad():  # log alpha = -2 log SNR; a clear near-zero mode for the data-driven rule too
+        for site in ("fc1.weight", "fc2.weight"):
+            loc = guide.loc_of(site)
+            snr = torch.where(torch.arange(loc.numel()).reshape(loc.shape) % 3 == 0, 0.1, 30.0)
+            guide.set_posterior_(site, loc=loc.sign() * 0.5, scale=0.5 / snr)
+    return model, guide
+
+
+def test_auto_threshold_uses_the_priors_own_rule_when_every_layer_has_it():
+    model, guide = _svd_model()
+    policy = PrunePolicy(auto=True)
+    rules = policy.deletion_rules(model)
+    assert set(rules) == {"fc1", "fc2"} and {r.threshold for r in rules.values()} == {-3.0}
+    assert policy.resolved_score(model) == "log_alpha"
+    masks = policy.masks(model, guide)
+    for name in ("fc1", "fc2"):  # log alpha > 3 <=> SNR < e^-1.5 = 0.22: exactly the SNR-0.1 weights go
+        loc, scale = guide.loc_of(f"{name}.weight"), guide.scale_of(f"{name}.weight")
+        assert torch.equal(masks.weight[name], (loc.abs() / scale) > 0.2)
+    assert PrunePolicy(score="log_alpha", auto=True).deletion_rules(model) is not None
+
+
+def test_auto_threshold_is_data_driven_otherwise():
+    model, guide = _svd_model()
+    assert PrunePolicy(score="snr", auto=True).deletion_rules(model) is None  # another score was asked for
+    assert PrunePolicy(sparsity=0.5).deletion_rules(model) is None            # not the automatic threshold
+    mixed, _ = _svd_model(prior={"fc1": "log_uniform", "default": "normal"})
+    assert PrunePolicy(auto=True).deletion_rules(mixed) is None               # not every layer has a rule
+    assert PrunePolicy(auto=True).resolved_score(mixed) == "snr"
+    plain, plain_guide = _svd_model(prior="normal")
+    assert PrunePolicy(auto=True).deletion_rules(plain) is None
+    masks = PrunePolicy(auto=True).masks(plain, plain_guide)  # two SNR modes, 0.1 and 30: the low one goes
+    assert float(masks.weight["fc1"].float().mean()) == pytest.approx(2 / 3, abs=0.05)

@@ -55,7 +55,7 @@ finetune_epochs = 1
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a whole (tiny) study
 def test_prune_cli_and_study_give_the_same_numbers(tmp_path):
     study = tmp_path / "study"
     assert run_study(parse_config(STUDY), study, progress=False).ok

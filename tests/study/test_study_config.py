@@ -105,3 +105,51 @@ def test_moment_propagation_estimator_names_are_checked():
         parse_config(BASE + '\n[bayesian]\nestimator = "moment_propagation:relu=tanh"\n')
     with pytest.raises(StudyConfigError, match=r"bayesian\.estimator.*unknown estimator 'flip'"):
         parse_config(BASE + '\n[bayesian]\nestimator = "flip"\n')
+
+
+def test_model_options_are_checked_against_the_zoo_model():
+    with pytest.raises(StudyConfigError, match=r"models\[0\]\.options \(line 11\).*no option 'hiden'.*hidden"):
+        parse_config(BASE.replace('name = "mlp"\n', 'name = "mlp"\noptions = { hiden = [10] }\n', 1))
+
+
+RECIPE = BASE + '''
+[[methods]]
+name = "sparse-vd"
+family = "bayes"
+score = "log_alpha"
+auto_threshold = true
+[methods.train]
+prior = "log_uniform"
+kl_anneal_epochs = 2
+init_from = "deterministic"
+'''
+
+
+def test_a_training_recipe_gets_its_own_network_and_dense_reference():
+    cfg = parse_config(RECIPE)
+    svd = cfg.methods[1]
+    assert svd.recipe.overrides == {"prior": "log_uniform", "kl_anneal_epochs": 2, "init_from": "deterministic"}
+    labels = [r.label for r in cfg.recipes()]
+    assert labels[:2] == ["bayesian", "deterministic"] and labels[2].startswith("bayesian-") and len(labels) == 3
+    names = [m.name for m in cfg.all_methods()]
+    assert names[:3] == ["dense-bayesian", "dense-deterministic", f"dense-{labels[2]}"]
+    values = cfg.train_config(cfg.datasets[0], cfg.models[0], 0, svd.recipe)
+    assert values["prior"] == "log_uniform" and values["kl_anneal_epochs"] == 2 and not values["deterministic"]
+    assert cfg.points_of(svd) == [None]
+    other = parse_config(RECIPE.replace("kl_anneal_epochs = 2", "kl_anneal_epochs = 3"))
+    assert cfg.config_hash() != other.config_hash()
+
+
+@pytest.mark.parametrize("old,new,pattern", [
+    ("kl_anneal_epochs = 2", "kl_anneal_epoch = 2", r"methods\[1\]\.train \(line \d+\).*unknown training option "
+                                                     r"'kl_anneal_epoch'.*valid options"),
+    ("kl_anneal_epochs = 2", "seed = 3", r"unknown training option 'seed'"),
+    ('init_from = "deterministic"', 'init_from = "runs/x"', r"methods\[1\]\.train.*init_from"),
+    ('prior = "log_uniform"', 'prior = "log_normal"', r"methods\[1\]\.train\.prior.*valid priors"),
+    ('family = "bayes"\nscore = "log_alpha"\nauto_threshold = true', 'family = "imp"',
+     r"methods\[1\]\.train\.kl_anneal_epochs.*is a Bayesian training option"),
+])
+def test_bad_training_recipes_are_named(old, new, pattern):
+    assert old in RECIPE
+    with pytest.raises(StudyConfigError, match=pattern):
+        parse_config(RECIPE.replace(old, new, 1))

@@ -17,6 +17,9 @@ from pyrocompress.study.store import ResultsStore
 
 from conftest import TINY, TINY_TRIALS
 
+#: whole (tiny) studies, killed and resumed
+pytestmark = pytest.mark.slow
+
 TIMING = ["seconds", "trial_seconds", "train_seconds", "latency_ms", "dense_latency_ms", "latency_speedup",
           "finished_at"]
 

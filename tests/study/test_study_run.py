@@ -15,6 +15,9 @@ from pyrocompress.study.store import DIMS, ResultsStore, StoreError, read_result
 
 from conftest import TINY, TINY_TRIALS
 
+#: whole (tiny) studies
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):

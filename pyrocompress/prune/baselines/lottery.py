@@ -154,7 +154,8 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[Union
         if scope is Scope.LAYER:
             special = {n: (s_out if n == out_name else s_hidden) for n in chosen}
         scores = importances(net, "magnitude", layers=chosen)
-        masks = select_masks(net, scores, s_hidden, structure=Structure.WEIGHT, scope=scope, ignored_layers=ignored_layers,
+        masks = select_masks(net, scores, s_hidden, structure=Structure.WEIGHT, scope=scope,
+                             ignored_layers=ignored_layers,
                              previous=masks, layer_sparsity=special)
         net.load_state_dict(stored["rewind"])
         masks.apply(net)
@@ -188,7 +189,8 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[Union
         reached = masks.sparsity()
         target = sparsity if sparsity is not None else history[-1]["target_sparsity"]
         warn_reached("lottery ticket", target, reached,
-                      f"{rounds} rounds at rate {p_hidden:.4f}, output layer {p_out:.4f}", tolerance(masks, Structure.WEIGHT))
+                     f"{rounds} rounds at rate {p_hidden:.4f}, output layer {p_out:.4f}",
+                     tolerance(masks, Structure.WEIGHT))
     return BaselineResult("lottery", net, masks, float(target), reached, budget, "weight", scope.value, "magnitude",
                           history, stored=stored, ticket=ticket,
                           config={"rounds": rounds, "rate": p_hidden, "output_rate": p_out,

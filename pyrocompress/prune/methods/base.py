@@ -146,7 +146,8 @@ class Method(ABC):
         return out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({options_dict(self.options)}{', train=' + str(self.train) if self.train else ''})"
+        train = f", train={self.train}" if self.train else ""
+        return f"{type(self).__name__}({options_dict(self.options)}{train})"
 
     # ------------------------------------------------------------ what it needs
     def start(self) -> Kind:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Optional
 from ...infer.fit import fit
 from ...infer.guides import posterior_mean_network
 from ...names import Kind, Reduction, Scope, Structure
+from ..masks import Masks
 from ..policy import PrunePolicy
 from ..shrink import Shrunk, shrink
 from ..targets import AutoThreshold, Compression, Sparsity, Target, Threshold, search_unit_sparsity, total_params
@@ -82,13 +83,14 @@ def prune_posterior(ctx: Context, target: Target, *, score: Optional[str], struc
         if isinstance(target, Compression):
             dense_params = total_params(posterior_mean_network(model, guide))
 
-            def make(s: Sparsity) -> Shrunk:
-                return shrink(model, guide, masks=policy(s).masks(model, guide), warn=False)
+            def make(s: Sparsity) -> tuple[Shrunk, Masks]:
+                masks = policy(s).masks(model, guide)
+                return shrink(model, guide, masks=masks, warn=False), masks
 
-            small, s, search = search_unit_sparsity(dense_params, target.ratio, make, lambda r: total_params(r.net))
+            (small, selected), s, search = search_unit_sparsity(dense_params, target.ratio, make,
+                                                                lambda r: total_params(r[0].net))
             info.update(search)
             chosen = policy(Sparsity(s))
-            selected = chosen.masks(model, guide)
         else:
             chosen = policy(target)
             selected = chosen.masks(model, guide)

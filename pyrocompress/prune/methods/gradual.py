@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 from ...names import GradualStart, Scope, Structure
-from ..baselines import Budget, default_scope, gradual_magnitude
+from ..baselines import Budget, gradual_magnitude
 from ..importance import check_score_fits
 from ..targets import Compression, Sparsity, Target
 from .base import Method, Pruned
 from .context import Context
 from .options import count, number, score_field
-from .plain import at_target, baseline_pruned, budget_options
+from .plain import budget_options, run_plain, scope_for
 
 __all__ = ["Gradual", "GradualOptions"]
 
@@ -56,20 +56,18 @@ class Gradual(Method):
         o = self.options
         from_scratch = o.start is GradualStart.INIT
         net = ctx.initial_network() if from_scratch else ctx.run.net
-        ctx.progress.stage("dense", net=ctx.run.net)
         base_epochs = 0 if from_scratch else ctx.base_epochs
         epochs = budget_options(self.name, o.budget_epochs, base_epochs).get(
             "epochs", o.finetune_epochs or ctx.train_epochs_configured or 1)
-        scope = o.scope if o.scope is not None else default_scope(o.structure)
 
         def call(sparsity: Sparsity):
             return gradual_magnitude(net, ctx.data, sparsity, epochs=epochs, initial_sparsity=o.initial_sparsity,
                                      begin_epoch=o.begin_epoch, end_epoch=o.end_epoch, pruning_steps=o.pruning_steps,
-                                     scope=scope, structure=o.structure, score=o.score, seed=ctx.seed,
-                                     ignored_layers=o.ignored_layers, fit_options=ctx.fit.plain(ctx.seed),
+                                     scope=scope_for(o.scope, o.structure), structure=o.structure, score=o.score,
+                                     seed=ctx.seed, ignored_layers=o.ignored_layers,
+                                     fit_options=ctx.fit.plain(ctx.seed),
                                      base_budget=Budget() if from_scratch else ctx.base_budget,
                                      budget_kind="train" if from_scratch else "finetune")
 
-        result, shrunk, info = at_target(ctx.run.net, target, o.structure, call)
-        info["start"] = o.start.value
-        return baseline_pruned(ctx, result, shrunk, info, self.name, retrained_from_scratch=from_scratch)
+        return run_plain(ctx, target, self.name, o.structure, call, retrained_from_scratch=from_scratch,
+                         info={"start": o.start.value})

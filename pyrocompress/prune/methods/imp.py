@@ -5,13 +5,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 from ...names import Scope, Structure
-from ..baselines import default_scope, iterative_magnitude
+from ..baselines import iterative_magnitude
 from ..importance import check_score_fits
 from ..targets import Compression, Sparsity, Target
 from .base import Method, Pruned
 from .context import Context
 from .options import count, score_field
-from .plain import at_target, baseline_pruned, budget_options
+from .plain import budget_options, run_plain, scope_for
 
 __all__ = ["IMP", "IMPOptions"]
 
@@ -46,17 +46,13 @@ class IMP(Method):
 
     def run(self, ctx: Context, target: Optional[Target]) -> Pruned:
         o = self.options
-        net = ctx.run.net
-        ctx.progress.stage("dense", net=net)
         finetune = budget_options(self.name, o.budget_epochs, ctx.base_epochs, o.rounds).get(
             "finetune_epochs", o.finetune_epochs)
-        scope = o.scope if o.scope is not None else default_scope(o.structure)
 
         def call(sparsity: Sparsity):
-            return iterative_magnitude(net, ctx.data, sparsity, rounds=o.rounds, finetune_epochs=finetune,
-                                       score=o.score, structure=o.structure, scope=scope, seed=ctx.seed,
-                                       ignored_layers=o.ignored_layers, fit_options=ctx.fit.plain(ctx.seed),
-                                       base_budget=ctx.base_budget)
+            return iterative_magnitude(ctx.run.net, ctx.data, sparsity, rounds=o.rounds, finetune_epochs=finetune,
+                                       score=o.score, structure=o.structure, scope=scope_for(o.scope, o.structure),
+                                       seed=ctx.seed, ignored_layers=o.ignored_layers,
+                                       fit_options=ctx.fit.plain(ctx.seed), base_budget=ctx.base_budget)
 
-        result, shrunk, info = at_target(net, target, o.structure, call)
-        return baseline_pruned(ctx, result, shrunk, info, self.name)
+        return run_plain(ctx, target, self.name, o.structure, call)

@@ -12,24 +12,21 @@ from typing import ClassVar, Optional
 
 from ...names import Kind, Scope, Structure
 from ..baselines import one_shot
-from ..baselines import default_scope as baseline_scope
 from ..importance import check_score_fits
 from ..targets import Compression, Sparsity, Target
 from .base import Method, Pruned
 from .bayes import prune_posterior
 from .context import Context
 from .options import count, score_field
-from .plain import at_target, baseline_pruned, budget_options
+from .plain import budget_options, run_plain, scope_for
 
 __all__ = ["Magnitude", "MagnitudeOptions", "Random", "RandomOptions"]
 
 
 @dataclass(frozen=True)
-class MagnitudeOptions:
-    """Options of ``magnitude``."""
+class RandomOptions:
+    """Options of ``random`` (and what ``magnitude`` adds to)."""
 
-    on: Kind = Kind.DETERMINISTIC
-    score: str = score_field("magnitude", "magnitude (|w|; per unit the L2 norm) or l1 (per unit the L1 norm)")
     structure: Structure = Structure.WEIGHT
     scope: Optional[Scope] = None
     finetune_epochs: int = count(0)
@@ -37,6 +34,14 @@ class MagnitudeOptions:
     ignored_layers: tuple[str, ...] = ()
 
     KEY_ALIASES: ClassVar[dict[str, str]] = {"ignore": "ignored_layers"}
+
+
+@dataclass(frozen=True)
+class MagnitudeOptions(RandomOptions):
+    """Options of ``magnitude``: ``random``'s, the network it starts from and the norm."""
+
+    on: Kind = Kind.DETERMINISTIC
+    score: str = score_field("magnitude", "magnitude (|w|; per unit the L2 norm) or l1 (per unit the L1 norm)")
 
     def __post_init__(self) -> None:
         if self.on is Kind.BAYESIAN:
@@ -49,42 +54,19 @@ class MagnitudeOptions:
         else:
             check_score_fits(self.score, bayesian=False)
 
-    @property
-    def resolved_scope(self) -> Scope:
-        return self.scope if self.scope is not None else baseline_scope(self.structure)
-
-
-@dataclass(frozen=True)
-class RandomOptions:
-    """Options of ``random``."""
-
-    structure: Structure = Structure.WEIGHT
-    scope: Optional[Scope] = None
-    finetune_epochs: int = count(0)
-    budget_epochs: Optional[int] = count(None, doc="total epoch budget, the run's training included")
-    ignored_layers: tuple[str, ...] = ()
-
-    KEY_ALIASES: ClassVar[dict[str, str]] = {"ignore": "ignored_layers"}
-
-    @property
-    def resolved_scope(self) -> Scope:
-        return self.scope if self.scope is not None else baseline_scope(self.structure)
-
 
 def _one_shot(method: Method, ctx: Context, target: Target, score: str) -> Pruned:
     o = method.options
-    net = ctx.run.net
-    ctx.progress.stage("dense", net=net)
     finetune = budget_options(method.name, o.budget_epochs, ctx.base_epochs).get("finetune_epochs",
                                                                                   o.finetune_epochs)
 
     def call(sparsity: Sparsity):
-        return one_shot(net, sparsity, score=score, structure=o.structure, scope=o.resolved_scope, seed=ctx.seed,
-                        ignored_layers=o.ignored_layers, data=ctx.data,
-                        finetune_epochs=finetune, fit_options=ctx.fit.plain(ctx.seed), base_budget=ctx.base_budget)
+        return one_shot(ctx.run.net, sparsity, score=score, structure=o.structure,
+                        scope=scope_for(o.scope, o.structure), seed=ctx.seed, ignored_layers=o.ignored_layers,
+                        data=ctx.data, finetune_epochs=finetune, fit_options=ctx.fit.plain(ctx.seed),
+                        base_budget=ctx.base_budget)
 
-    result, shrunk, info = at_target(net, target, o.structure, call)
-    return baseline_pruned(ctx, result, shrunk, info, method.name)
+    return run_plain(ctx, target, method.name, o.structure, call)
 
 
 class Magnitude(Method):
@@ -99,7 +81,8 @@ class Magnitude(Method):
     def run(self, ctx: Context, target: Optional[Target]) -> Pruned:
         o = self.options
         if o.on is Kind.BAYESIAN:
-            result = prune_posterior(ctx, target, score="magnitude", structure=o.structure, scope=o.resolved_scope,
+            result = prune_posterior(ctx, target, score="magnitude", structure=o.structure,
+                                     scope=scope_for(o.scope, o.structure),
                                      finetune_epochs=o.finetune_epochs, ignored_layers=o.ignored_layers)
             result.info.update({"method": self.name, "ranked_by": "posterior mean |mu|"})
             return result

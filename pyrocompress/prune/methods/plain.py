@@ -11,14 +11,14 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from ...names import Structure
-from ..baselines import BaselineResult, allocate_budget
+from ...names import Scope, Structure
+from ..baselines import BaselineResult, allocate_budget, default_scope
 from ..shrink import shrink
 from ..targets import Compression, Sparsity, Target, search_unit_sparsity, total_params, weight_sparsity_for
 from .base import Pruned
 from .context import Context
 
-__all__ = ["at_target", "budget_options", "baseline_pruned"]
+__all__ = ["at_target", "budget_options", "baseline_pruned", "run_plain", "scope_for"]
 
 
 def budget_options(method: str, budget_epochs: Optional[int], base_epochs: int, rounds: int = 1,
@@ -70,3 +70,17 @@ def baseline_pruned(ctx: Context, result: BaselineResult, shrunk: Optional[nn.Mo
                     artifacts={"masks.safetensors": (result.masks.to_tensors(), {"method": method})})
     ctx.progress.stage("pruned", net=pruned.net, masks=pruned.masks)
     return pruned
+
+
+def scope_for(scope: Optional[Scope], structure: Structure) -> Scope:
+    """The scope given, else the baselines' default for the structure (global for weights, per layer for units)."""
+    return scope if scope is not None else default_scope(structure)
+
+
+def run_plain(ctx: Context, target: Target, method: str, structure: Structure,
+              call: Callable[[Sparsity], BaselineResult], retrained_from_scratch: bool = False,
+              info: Optional[dict[str, Any]] = None) -> Pruned:
+    """Run a baseline ``call`` on the context's plain network to ``target``, its stages reported."""
+    ctx.progress.stage("dense", net=ctx.run.net)
+    result, shrunk, search = at_target(ctx.run.net, target, structure, call)
+    return baseline_pruned(ctx, result, shrunk, {**search, **(info or {})}, method, retrained_from_scratch)

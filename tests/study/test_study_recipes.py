@@ -1,0 +1,52 @@
+"""A method with its own training recipe: trained once, from the deterministic twin, with its epochs counted."""
+import json
+
+import pandas as pd
+import pytest
+
+from pyrocompress.study.config import parse_config
+from pyrocompress.study.runner import run_study
+
+from conftest import TINY
+
+#: a whole (tiny) study
+pytestmark = pytest.mark.slow
+
+RECIPES = TINY.replace("seeds = [0, 1]", "seeds = [0]").replace(
+    '[[methods]]\nname = "magnitude"\nfamily = "magnitude"\n', '''
+[[methods]]
+name = "bnn-twin"
+family = "bayes"
+score = "snr"
+[methods.train]
+init_from = "deterministic"
+epochs = 2
+
+[[methods]]
+name = "bnn-twin-neurons"
+family = "bayes"
+score = "snr"
+structure = "neuron"
+[methods.train]
+epochs = 2
+init_from = "deterministic"
+''')
+
+
+def test_recipes_are_trained_once_after_their_twin_and_every_row_counts_its_epochs(tmp_path):
+    cfg = parse_config(RECIPES)
+    result = run_study(cfg, tmp_path / "s", progress=False)
+    assert result.ok
+    label = cfg.methods[1].recipe.label
+    runs = sorted(p.name for p in (tmp_path / "s" / "runs" / "digits" / "mlp" / "seed0").iterdir())
+    assert runs == sorted(["bayesian", "deterministic", label])  # the two methods share one recipe network
+    config = json.loads((tmp_path / "s" / "runs" / "digits" / "mlp" / "seed0" / label / "config.json").read_text())
+    assert config["train"]["init_from"].endswith("seed0/deterministic") and config["train"]["epochs"] == 2
+    table = pd.read_csv(tmp_path / "s" / "results.csv").set_index("trial_id")
+    dense = table.loc[f"digits__mlp__s0__dense-{label}__1x"]
+    assert dense["recipe"] == label and dense["pretrain_epochs"] == 1 and dense["train_epochs"] == 2
+    twin = table[table["method"] == "bnn-twin"]
+    assert (twin["pretrain_epochs"] == 1).all() and (twin["train_epochs"] == 2).all()
+    assert (twin["epochs"] == twin["pretrain_epochs"] + twin["train_epochs"] + twin["finetune_epochs"]).all()
+    plain = table[table["method"] == "bnn-snr"]
+    assert (plain["pretrain_epochs"] == 0).all() and (plain["recipe"] == "bayesian").all()
