@@ -69,9 +69,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       deterministic=args.deterministic, prior=prior, guide=args.guide, init_scale=args.init_scale,
                       estimator=args.estimator, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, lr_schedule=args.lr_schedule, kl_weight=args.kl_weight,
-                      kl_anneal_epochs=args.kl_anneal_epochs, particles=args.particles, seed=args.seed,
-                      device=args.device, patience=args.patience, eval_samples=args.eval_samples,
-                      init_from=args.init_from)
+                      kl_anneal_epochs=args.kl_anneal_epochs, scale_lr=args.scale_lr, init_from=args.init_from,
+                      particles=args.particles, seed=args.seed,
+                      device=args.device, patience=args.patience, eval_samples=args.eval_samples)
     run = train(cfg, out=args.out, progress=not args.quiet)
     kind = "deterministic" if cfg.deterministic else f"Bayesian ({cfg.estimator})"
     _print_metrics(f"{cfg.model} on {cfg.dataset}, {kind}, test", run.metrics)
@@ -119,15 +119,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", default="adam", help=f"one of {list(OPTIMIZERS)}")
     p.add_argument("--lr-schedule", default=None, help=f"one of {[s for s in LR_SCHEDULES if s]}")
     p.add_argument("--kl-weight", type=float, default=1.0)
-    p.add_argument("--kl-anneal-epochs", type=int, default=0)
+    p.add_argument("--kl-anneal-epochs", type=int, default=0, help="linear KL warm-up over this many epochs")
+    p.add_argument("--scale-lr", type=float, default=None,
+                   help="learning rate of the posterior scales (default: 10 x --lr; Adam moves a parameter by about "
+                        "its learning rate per step, and log-scales must cross decades)")
+    p.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start from a trained run's weights (a deterministic twin: the guide's means); its "
+                        "epochs count as pre-training")
     p.add_argument("--particles", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--patience", type=int, default=None, help="early stopping on validation NLL")
     p.add_argument("--eval-samples", type=int, default=32, help="posterior samples for test metrics")
-    p.add_argument("--init-from", default=None, metavar="RUN_DIR",
-                   help="start from a trained deterministic run's weights (the guide's means, for a Bayesian "
-                        "network); its epochs count as pre-training")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)

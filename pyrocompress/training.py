@@ -14,10 +14,9 @@ from .infer.guides import make_guide, posterior_mean_network
 from .metrics import evaluate, parameter_counts, predictive_estimator
 from .nn.model import BayesianModel
 from .nn.zoo import build_model
-from .nn.arch import describe
 from .runs import RunError, load_run, save_run
 
-__all__ = ["TrainConfig", "TrainedRun", "train", "start_from"]
+__all__ = ["TrainConfig", "TrainedRun", "train"]
 
 
 @dataclass
@@ -42,14 +41,16 @@ class TrainConfig:
     lr_schedule: Optional[str] = None
     kl_weight: float = 1.0
     kl_anneal_epochs: int = 0
+    #: learning rate of the posterior scales (None: fit's default, a multiple of lr)
+    scale_lr: Optional[float] = None
+    #: a trained run directory whose weights start the network (Bayesian: the guide's means);
+    #: its epochs count as pre-training
+    init_from: Optional[str] = None
     particles: int = 1
     seed: int = 0
     device: str = "auto"
     patience: Optional[int] = None
     eval_samples: int = 32
-    #: a trained deterministic run directory whose weights the network starts from (the guide's means,
-    #: for a Bayesian network): its epochs are counted as this run's pre-training
-    init_from: Optional[str] = None
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "particles", "eval_samples"):
@@ -58,8 +59,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.init_from is not None and not isinstance(self.init_from, str):
-            raise ValueError(f"init_from must be the path of a deterministic run directory, got {self.init_from!r}")
+        if self.scale_lr is not None and not (isinstance(self.scale_lr, (int, float)) and self.scale_lr > 0):
+            raise ValueError(f"scale_lr must be positive, got {self.scale_lr!r}")
+        if not isinstance(self.kl_anneal_epochs, int) or self.kl_anneal_epochs < 0:
+            raise ValueError(f"kl_anneal_epochs must be a non-negative integer, got {self.kl_anneal_epochs!r}")
         return self
 
     @classmethod
@@ -86,20 +89,22 @@ class TrainedRun:
     path: Optional[Path] = None
 
 
+def _start_from(arch: torch.nn.Module, run_dir: str) -> int:
+    """Load the weights of the trained run ``run_dir`` into ``arch`` (its posterior means for a
+    Bayesian run); returns the run's own total training epochs (pre-training of this one)."""
+    source = load_run(run_dir)
+    net = source.net if not source.is_bayesian else posterior_mean_network(source.model, source.guide)
+    own, theirs = arch.state_dict(), net.state_dict()
+    if set(own) != set(theirs) or any(own[k].shape != theirs[k].shape for k in own):
+        raise RunError(f"init_from: {run_dir} holds another architecture than the one configured "
+                       f"(its layers {sorted(theirs)}); train the source with the same model and options")
+    arch.load_state_dict(theirs)
+    metrics = source.metrics or {}
+    return int(metrics.get("total_epochs", metrics.get("epochs", 0)) or 0)
+
+
 def load_data_for(cfg: TrainConfig) -> DataBundle:
     return load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, limit=cfg.limit)
-
-
-def start_from(net: torch.nn.Module, run_dir: str | Path) -> int:
-    """Load a trained deterministic run's weights into ``net`` (same architecture); returns the epochs
-    they cost (its training plus its own pre-training)."""
-    source = load_run(run_dir)
-    if source.is_bayesian:
-        raise RunError(f"init_from={run_dir} is a Bayesian run; give the deterministic twin's run directory")
-    if describe(source.net) != describe(net):
-        raise RunError(f"init_from={run_dir} holds another architecture than the one configured here")
-    net.load_state_dict(source.net.state_dict())
-    return int(source.metrics.get("epochs", 0) or 0) + int(source.metrics.get("pretrain_epochs", 0) or 0)
 
 
 def train(cfg: TrainConfig, data: Optional[DataBundle] = None, out: Optional[str | Path] = None,
@@ -112,7 +117,7 @@ def train(cfg: TrainConfig, data: Optional[DataBundle] = None, out: Optional[str
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     arch = build_model(cfg.model, data.input_shape, data.num_classes, **cfg.model_options)
-    pretrain_epochs = start_from(arch, cfg.init_from) if cfg.init_from else 0
+    pretrain_epochs = _start_from(arch, cfg.init_from) if cfg.init_from else 0
     start = time.perf_counter()
     config = {"train": cfg.to_dict(),
               "data": {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "val_fraction": cfg.val_fraction,
@@ -140,7 +145,8 @@ def train(cfg: TrainConfig, data: Optional[DataBundle] = None, out: Optional[str
         result = fit(model, guide, data, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                      optimizer=cfg.optimizer, estimator=cfg.estimator, num_particles=cfg.particles,
                      kl_weight=cfg.kl_weight, kl_anneal_epochs=cfg.kl_anneal_epochs, lr_schedule=cfg.lr_schedule,
-                     seed=cfg.seed, device=device, patience=cfg.patience, checkpoint=save, progress=progress)
+                     seed=cfg.seed, device=device, patience=cfg.patience, checkpoint=save, progress=progress,
+                     scale_lr=cfg.scale_lr)
         metrics = evaluate(model, data.test, guide, num_samples=cfg.eval_samples,
                            estimator=predictive_estimator(cfg.estimator))
         mean_metrics = evaluate(posterior_mean_network(model, guide), data.test)
@@ -149,7 +155,8 @@ def train(cfg: TrainConfig, data: Optional[DataBundle] = None, out: Optional[str
         net = None
     metrics.update({"params": counts["total"]["params"], "nonzero_params": counts["total"]["nonzero"],
                     "seconds": time.perf_counter() - start, "train_seconds": result.seconds,
-                    "epochs": result.epochs, "pretrain_epochs": pretrain_epochs, "steps": result.steps,
+                    "epochs": result.epochs, "pretrain_epochs": pretrain_epochs,
+                    "total_epochs": pretrain_epochs + result.epochs, "steps": result.steps,
                     "stopped_early": result.stopped_early,
                     "kind": "deterministic" if cfg.deterministic else "bayesian", "device": str(device),
                     "params_per_layer": {k: v for k, v in counts.items() if k != "total"}})

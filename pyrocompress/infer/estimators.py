@@ -49,6 +49,19 @@ class LayerEstimator(Messenger):
     def _params(self, layer: BayesLayer):
         return self.guide.layer_params(layer._pyro_name, layer, scales=self.scales)
 
+    def _unit_scales(self, layer: BayesLayer):
+        """The posterior over the layer's unit scales z (group priors), else None."""
+        get = getattr(self.guide, "group_scales_of", None)
+        return None if get is None else get(layer._pyro_name)
+
+    def _per_example_units(self, layer: BayesLayer, out: torch.Tensor) -> torch.Tensor:
+        """Multiply a group layer's output by its unit scales, drawn independently per example."""
+        post = self._unit_scales(layer)
+        if post is None:
+            return out
+        z = post.sample(out.shape[0])
+        return out * z.reshape(z.shape + (1,) * (out.dim() - 2))
+
     def _pyro_bayes_layer(self, msg) -> None:
         layer, x = msg["args"]
         msg["value"] = self.compute(layer, x)
@@ -73,7 +86,7 @@ class LocalReparameterization(LayerEstimator):
         var = layer.op(x * x, var_w, None if sb is None else sb * sb)
         if sb is None:
             var = var + _TINY
-        return mean + var.sqrt() * torch.randn_like(mean)
+        return self._per_example_units(layer, mean + var.sqrt() * torch.randn_like(mean))
 
 
 class Flipout(LayerEstimator):
@@ -97,7 +110,7 @@ class Flipout(LayerEstimator):
             bias_noise = sb.expand_as(lb) * torch.randn_like(lb)
             shape = (1, -1, 1, 1) if isinstance(layer, BayesConv2d) else (1, -1)
             out = out + bias_noise.reshape(shape)
-        return out
+        return self._per_example_units(layer, out)
 
 
 class WeightSampling(LayerEstimator):
@@ -110,6 +123,11 @@ class WeightSampling(LayerEstimator):
         lw, sw, lb, sb = self._params(layer)
         w = lw + sw * torch.randn_like(lw)
         b = None if lb is None else lb + sb.expand_as(lb) * torch.randn_like(lb)
+        post = self._unit_scales(layer)
+        if post is not None:  # one draw of the unit scales per forward pass, like the weights
+            z = post.sample()
+            w = w * z.reshape((-1,) + (1,) * (w.dim() - 1))
+            b = None if b is None else b * z
         return layer.op(x, w, b)
 
 
@@ -120,8 +138,9 @@ class PosteriorMean(LayerEstimator):
     per_example_noise = False
 
     def compute(self, layer, x):
-        lw, _, lb, _ = self._params(layer)
-        return layer.op(x, lw, lb)
+        name = layer._pyro_name
+        return layer.op(x, self.guide.loc_of(name + ".weight"),
+                        self.guide.loc_of(name + ".bias") if layer.has_bias else None)
 
 
 ESTIMATORS: dict[str, type[LayerEstimator]] = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
@@ -36,10 +37,68 @@ from .guides import MeanFieldGuide
 from .moments import MomentPropagationELBO, is_moment_estimator
 
 __all__ = ["fit", "fit_deterministic", "FitResult", "DivergenceError", "resolve_device", "OPTIMIZERS",
-           "LR_SCHEDULES"]
+           "LR_SCHEDULES", "DEFAULT_SCALE_LR_FACTOR", "default_scale_lr", "PosteriorNotTrainedWarning", "scale_movement_summary",
+           "check_scales_moved"]
 
 OPTIMIZERS = ("adam", "clipped_adam", "sgd")
-LR_SCHEDULES = (None, "constant", "cosine", "step")
+LR_SCHEDULES = (None, "constant", "cosine", "step", "linear")
+#: the posterior scales' learning rate when ``scale_lr`` is not given is the larger of this multiple of
+#: ``lr`` and DEFAULT_SCALE_TRAVEL / (number of steps): at Adam's speed limit (about the learning rate
+#: per step) the log-scales can then travel DEFAULT_SCALE_TRAVEL (6.5 decades of sigma) in one run, so
+#: short runs on small data sets converge too (chosen by measurement: docs/results.md)
+DEFAULT_SCALE_LR_FACTOR = 10.0
+DEFAULT_SCALE_TRAVEL = 15.0
+#: the travel rule never sets a scale learning rate above this (a 5% change of sigma per step)
+MAX_DEFAULT_SCALE_LR = 0.05
+
+
+def default_scale_lr(lr: float, steps: int) -> float:
+    """The default learning rate of the posterior scales for a run of ``steps`` optimiser steps."""
+    travel = min(DEFAULT_SCALE_TRAVEL / max(int(steps), 1), MAX_DEFAULT_SCALE_LR)
+    return max(DEFAULT_SCALE_LR_FACTOR * float(lr), travel)
+#: a scale within this factor of its initial value counts as not moved
+_UNMOVED_FACTOR = 2.0
+#: scales moving this share of the optimiser's speed limit in the last epoch have not converged
+_RACING_SPEED = 0.5
+
+
+class PosteriorNotTrainedWarning(UserWarning):
+    """Most posterior scales are still at their initial value: scores built on them read the initialisation."""
+
+
+@torch.no_grad()
+def scale_movement_summary(guide) -> dict[str, float]:
+    """How far the posterior scales moved from their start: median and 90th percentile of
+    |log(scale / initial scale)|, the fraction still within a factor 2 of the start, and the
+    smallest and largest log-change. Deleted weights (scale at its masked floor) are left out."""
+    if not hasattr(guide, "scale_movement"):
+        return {}
+    moves = []
+    for move in guide.scale_movement().values():
+        moves.append(move[~torch.isnan(move)].flatten())
+    moves_t = torch.cat(moves).double() if moves else torch.zeros(0, dtype=torch.float64)
+    if moves_t.numel() == 0:
+        return {}
+    mag = moves_t.abs()
+    return {"scale_move_median": float(mag.median()), "scale_move_p90": float(torch.quantile(mag, 0.9)),
+            "scale_unmoved_fraction": float((mag < math.log(_UNMOVED_FACTOR)).double().mean()),
+            "scale_move_min": float(moves_t.min()), "scale_move_max": float(moves_t.max())}
+
+
+def check_scales_moved(guide, context: str, stacklevel: int = 2) -> Optional[str]:
+    """Warn (and return the message) when most posterior scales are still within a factor 2 of their
+    initial value: the posterior is not trained, and SNR / HDI / log-alpha scores and automatic
+    thresholds would read the initialisation."""
+    summary = scale_movement_summary(guide)
+    if not summary or summary["scale_unmoved_fraction"] <= 0.5:
+        return None
+    message = (f"{context}: {100 * summary['scale_unmoved_fraction']:.0f}% of the posterior scales are still within a "
+               f"factor {_UNMOVED_FACTOR:g} of their initial value {guide.init_scale:g} (median change "
+               f"{summary['scale_move_median']:.2f} in log scale): the posterior is not trained, and scores built on "
+               "the scales read the initialisation. Train longer, raise the scales' learning rate (--scale-lr) or "
+               "start from a larger --init-scale.")
+    warnings.warn(message, PosteriorNotTrainedWarning, stacklevel=stacklevel + 1)
+    return message
 
 
 class DivergenceError(RuntimeError):
@@ -85,6 +144,7 @@ def _check_positive(**values) -> None:
 
 
 def make_optimizer(name: str, params, lr: float, clip_norm: Optional[float]) -> torch.optim.Optimizer:
+    """An optimiser over ``params`` (a list of tensors, or of param-group dicts with their own ``lr``)."""
     key = str(name).lower().replace("-", "_")
     if key == "adam":
         # the fused kernel (one pass over all parameters) is ~10% faster per SVI step on CPU
@@ -106,6 +166,8 @@ def _make_schedule(name: Optional[str], optimizer, epochs: int):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.3)
+    if name == "linear":  # to zero at the end of training (Molchanov et al. 2017)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1.0 - e / max(epochs, 1)))
     raise ValueError(f"unknown lr_schedule {name!r}; valid schedules: {[s for s in LR_SCHEDULES if s]}")
 
 
@@ -140,8 +202,10 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                 data: DataBundle, epochs: int, batch_size: int, lr: float, optimizer: str, lr_schedule,
                 seed: int, patience: Optional[int], clip_norm: Optional[float], progress: bool,
                 kl_weight_at: Callable[[int], float], on_checkpoint: Optional[Callable[[int], None]],
-                desc: str, device: torch.device, after_step: Optional[Callable[[], None]] = None) -> FitResult:
+                desc: str, device: torch.device, after_step: Optional[Callable[[], None]] = None,
+                epoch_extras: Optional[Callable[[int, list[float]], dict]] = None) -> FitResult:
     opt = make_optimizer(optimizer, params, lr, clip_norm)
+    tensors = [p for group in params for p in group["params"]] if params and isinstance(params[0], dict) else params
     sched = _make_schedule(lr_schedule, opt, epochs)
     batches = Batches(data.train, batch_size, shuffle=True, seed=seed)
     result = FitResult()
@@ -164,7 +228,7 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                 loss, terms, logits = step_terms(xb, yb, kl_w)
                 loss.backward()
                 if clip_norm is not None and optimizer != "clipped_adam":
-                    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                    torch.nn.utils.clip_grad_norm_(tensors, clip_norm)
                 pending.append(loss.detach())
                 if step % check_every == 0:
                     value = float(torch.stack(pending).sum()) if len(pending) > 1 else float(pending[0])
@@ -197,12 +261,15 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                 bar.update(1)
             if pending:
                 sums["loss"] += float(torch.stack(pending).sum())
+            n_steps = len(batches)
+            lrs = [float(group["lr"]) for group in opt.param_groups]  # the rates this epoch ran with
             if sched is not None:
                 sched.step()
-            n_steps = len(batches)
             record = {"epoch": epoch, "loss": sums["loss"] / n_steps, "nll": sums["nll"] / n_steps,
-                      "kl": sums["kl"], "kl_weight": kl_w, "lr": opt.param_groups[0]["lr"],
+                      "kl": sums["kl"], "kl_weight": kl_w, "lr": lrs[0],
                       "seconds": time.perf_counter() - t0}
+            if epoch_extras is not None:
+                record.update(epoch_extras(n_steps, lrs))
             if len(data.val) > 0:
                 val = evaluate_val(data.val)
                 record.update({"val_accuracy": val["accuracy"], "val_nll": val["nll"]})
@@ -241,8 +308,17 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         lr_schedule: Optional[str] = None, seed: int = 0, device: str | torch.device = "auto",
         patience: Optional[int] = None, clip_norm: Optional[float] = None, val_samples: int = 8,
         checkpoint: Optional[Callable[[int], None]] = None, progress: bool = False,
-        validate_args: bool = False, step_hook: Optional[Callable] = None) -> FitResult:
+        validate_args: bool = False, step_hook: Optional[Callable] = None,
+        scale_lr: Optional[float] = None) -> FitResult:
     """Train a Bayesian model with SVI and return what happened.
+
+    ``scale_lr`` is the learning rate of the posterior scales of a pyrocompress guide
+    (default :func:`default_scale_lr`): Adam moves a parameter by about its learning
+    rate per step, and the scales (log-parametrised) must cross decades, the locations only
+    move by about the weights' size. Every epoch's history row records the NLL and KL parts,
+    their ratio, and how far the scales moved from their start (``scale_move_median``,
+    ``scale_unmoved_fraction``, ...); when most scales are still within a factor 2 of their
+    start at the end, a :class:`PosteriorNotTrainedWarning` says so.
 
     ``estimator`` picks how the lean ELBO samples (``local_reparam``, ``flipout``,
     ``weight_sampling``; ``moment_propagation[:relu=taylor,pool=argmax,...]``, see
@@ -261,7 +337,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_positive(lr=lr, val_samples=val_samples, clip_norm=clip_norm)
+    _check_positive(lr=lr, val_samples=val_samples, clip_norm=clip_norm, scale_lr=scale_lr)
     if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0 and math.isfinite(kl_weight)):
         raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
@@ -287,7 +363,9 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         guide.to(dev)
     data = data.to(dev)
     model.likelihood.dataset_size = len(data.train)
-    _check_data(data, _probe(model.net, "model"))
+    # the shapes are checked on the deterministic template: sampling the model's own sites would need a
+    # proper prior (the log-uniform prior has no samples)
+    _check_data(data, _probe(model.architecture.to(dev) if model.architecture is not None else model.net, "model"))
     if data.num_classes != model.likelihood.num_classes:
         raise DataError(f"the data has {data.num_classes} classes, the model's likelihood {model.likelihood.num_classes}")
 
@@ -299,6 +377,32 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model and guide have no trainable parameters")
+        groups: list = params
+        epoch_extras = None
+        if hasattr(guide, "scale_parameters"):
+            scale_ids = {id(p) for p in guide.scale_parameters()}
+            rest = [p for p in params if id(p) not in scale_ids]
+            scale_params = [p for p in params if id(p) in scale_ids]
+            steps = epochs * math.ceil(len(data.train) / batch_size)
+            slr = float(scale_lr) if scale_lr is not None else default_scale_lr(lr, steps)
+            groups = [g for g in ({"params": rest, "lr": lr}, {"params": scale_params, "lr": slr}) if g["params"]]
+
+            previous = {k: v.clone() for k, v in guide.scale_movement().items()}
+
+            def epoch_extras(steps: int, lrs: list[float]) -> dict:
+                # how far the scales moved this epoch against the most Adam could move them
+                # (about scale_lr per step): near 1 means they are still racing, not converged
+                current = guide.scale_movement()
+                moved = torch.cat([(current[k] - previous[k]).abs().flatten() for k in current])
+                moved = moved[~torch.isnan(moved)]
+                for k, v in current.items():
+                    previous[k] = v.clone()
+                summary = scale_movement_summary(guide)
+                limit = steps * lrs[-1]
+                if moved.numel() and limit > 0:
+                    summary["scale_lr"] = lrs[-1]
+                    summary["scale_speed"] = float(moved.median()) / limit
+                return summary
 
         val_estimator = predictive_estimator(estimator) if lean else "local_reparam"
         if hasattr(elbo, "loss_terms"):
@@ -313,12 +417,24 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
             probs = predictive_probs(model, guide, split.x, num_samples=val_samples, estimator=val_estimator)
             return classification_metrics(probs, split.y)
 
-        result = _train_loop(modules=modules, params=params, step_terms=step_terms, evaluate_val=evaluate_val,
+        result = _train_loop(modules=modules, params=groups, step_terms=step_terms, evaluate_val=evaluate_val,
                              data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              lr_schedule=lr_schedule, seed=seed, patience=patience, clip_norm=clip_norm,
                              progress=progress, kl_weight_at=_kl_schedule(float(kl_weight), int(kl_anneal_epochs)),
                              on_checkpoint=checkpoint, desc="SVI", device=dev,
-                             after_step=(lambda: step_hook(model, guide)) if step_hook is not None else None)
+                             after_step=(lambda: step_hook(model, guide)) if step_hook is not None else None,
+                             epoch_extras=epoch_extras)
+    for row in result.history:
+        if row.get("nll"):
+            row["kl_nll_ratio"] = row["kl"] / row["nll"]
+    if hasattr(guide, "scale_movement"):
+        if check_scales_moved(guide, "fit", stacklevel=2) is None and result.history:
+            speed = result.history[-1].get("scale_speed")
+            if speed is not None and speed > _RACING_SPEED:
+                warnings.warn(f"fit: in the last epoch the posterior scales still moved {100 * speed:.0f}% of the "
+                              "most the optimiser allows (about scale_lr per step): they have not converged, and "
+                              "scores built on them read where the optimiser got to, not the posterior. Train longer "
+                              "or raise scale_lr.", PosteriorNotTrainedWarning, stacklevel=2)
     return result
 
 

@@ -20,6 +20,16 @@ far each scale moved from its start, which ``fit`` records and the diagnostics c
 Locations start from the network's own initialisation and scales start small, so an
 untrained Bayesian network behaves like its deterministic twin.
 
+**Group priors** (:class:`~pyrocompress.nn.priors.GroupScalePrior`, e.g. the group
+horseshoe) write a unit's weights as ``w_ij = z_i v_ij``: the guide then keeps the Normal
+posterior over the non-centred v (started at the initial weights divided by their RMS, so
+that v is O(1) as its N(0, 1) prior expects) and a posterior over the unit scales
+(:mod:`pyrocompress.infer.scales`). ``loc_of`` / ``scale_of`` always give the moments of
+the weight w itself (E[z] mu, and sqrt(E[z^2](mu^2 + sigma^2) - E[z]^2 mu^2)), which is what
+scores, diagnostics and the deployable network read; ``layer_params`` gives what the
+estimators sample from (v's moments) and :meth:`MeanFieldGuide.group_scales_of` the
+unit-scale posterior they multiply by.
+
 Everything outside this module talks to a guide through :class:`PosteriorGuide` (posterior
 moments, masking, slicing for structured deletion), never through its parameters.
 """
@@ -36,6 +46,8 @@ import pyro.distributions as dist
 
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
+from ..nn.priors import GroupScalePrior
+from .scales import make_scale_posterior
 
 __all__ = ["PosteriorGuide", "MeanFieldGuide", "GUIDES", "make_guide", "posterior_mean_network", "is_posterior_guide",
            "MASKED_SCALE", "site_key"]
@@ -102,15 +114,26 @@ class MeanFieldGuide(nn.Module):
         log0 = math.log(self.init_scale)
         self.loc = nn.ParameterDict()
         self.log_scale = nn.ParameterDict()
+        #: posteriors over the unit scales of layers with a group prior (layer key -> module)
+        self.group_scales = nn.ModuleDict()
         self._sites: list[tuple[str, str, str]] = []  # (layer name, site, qualified site name)
+        self._init_log_scale: dict[str, float] = {}   # site key -> the log-scale every weight started at
         for layer_name, layer in model.bayes_layers():
+            z0 = 1.0
+            if isinstance(layer.prior, GroupScalePrior):
+                # the unit scale starts at the weights' RMS, so v = w / z starts near its N(0, 1) prior
+                z0 = max(float(layer.init_weight.detach().square().mean().sqrt()), 1e-3)
+                self.group_scales[site_key(layer_name)] = make_scale_posterior(
+                    layer.prior, layer.out_units, init_group_scale=z0, init_scale=0.1)
             for site in layer.sites():
                 init = layer.init_weight if site == "weight" else layer.init_bias
                 full = f"{layer_name}.{site}"
-                self.loc[site_key(full)] = nn.Parameter(init.detach().clone())
+                key = site_key(full)
+                self.loc[key] = nn.Parameter(init.detach().clone() / z0)
                 shape = self._scale_shape(init.shape)
-                self.log_scale[site_key(full)] = nn.Parameter(
-                    torch.full(shape, log0, dtype=init.dtype, device=init.device))
+                self._init_log_scale[key] = log0 - math.log(z0)
+                self.log_scale[key] = nn.Parameter(
+                    torch.full(shape, self._init_log_scale[key], dtype=init.dtype, device=init.device))
                 self._sites.append((layer_name, site, full))
 
     def _scale_shape(self, shape: torch.Size) -> tuple[int, ...]:
@@ -125,32 +148,60 @@ class MeanFieldGuide(nn.Module):
     def has_site(self, site: str) -> bool:
         return site_key(site) in self.loc
 
+    def group_scales_of(self, layer_name: str):
+        """The posterior over the unit scales z of a layer with a group prior, else None."""
+        key = site_key(layer_name)
+        return self.group_scales[key] if key in self.group_scales else None
+
+    def _unit_moments(self, site: str):
+        post = self.group_scales_of(site.rpartition(".")[0])
+        if post is None:
+            return None
+        loc = self.loc[site_key(site)]
+        shape = (-1,) + (1,) * (loc.dim() - 1)
+        return post.mean().reshape(shape), post.second_moment().reshape(shape)
+
     def loc_of(self, site: str) -> torch.Tensor:
-        return self.loc[site_key(site)]
+        """Posterior mean of the site's weights (E[z] mu for a group prior)."""
+        loc = self.loc[site_key(site)]
+        moments = self._unit_moments(site)
+        return loc if moments is None else moments[0] * loc
 
     def scale_of(self, site: str, expand: bool = True) -> torch.Tensor:
+        """Posterior standard deviation of the site's weights (of w = z v for a group prior)."""
+        moments = self._unit_moments(site)
+        if moments is None:
+            return self._own_scale(site, expand)
+        mean_z, second_z = moments
+        loc, scale = self.loc[site_key(site)], self._own_scale(site, True)
+        var = second_z * (loc.square() + scale.square()) - (mean_z * loc).square()
+        return var.clamp_min(0.0).sqrt()
+
+    def _own_scale(self, site: str, expand: bool) -> torch.Tensor:
+        """The scale of the guide's own Normal factor (of v for a group prior)."""
         scale = self.log_scale[site_key(site)].exp()
         if expand and scale.shape != self.loc[site_key(site)].shape:
             scale = scale.expand_as(self.loc[site_key(site)])
         return scale
 
     def scales(self) -> dict[str, torch.Tensor]:
-        """Every site's scale, computed once (unexpanded for shared scales): the lean ELBO
-        computes them once per step and shares them between the layers and the KL."""
-        return {full: self.scale_of(full, expand=False) for _, _, full in self._sites}
+        """Every site's Normal-factor scale, computed once (unexpanded for shared scales): the lean
+        ELBO computes them once per step and shares them between the layers and the KL."""
+        return {full: self._own_scale(full, expand=False) for _, _, full in self._sites}
 
     def layer_params(self, layer_name: str, layer: BayesLayer, expand: bool = False,
                      scales: Optional[dict[str, torch.Tensor]] = None):
-        """(weight loc, weight scale, bias loc or None, bias scale or None) of one layer.
+        """(weight loc, weight scale, bias loc or None, bias scale or None) of one layer's Normal factor.
 
-        ``scales`` (from :meth:`scales`) reuses scales already computed this step; they are
-        unexpanded, as with ``expand=False``."""
+        For a group prior these are the moments of the non-centred v; the estimators multiply
+        the result by the unit scales (:meth:`group_scales_of`). ``scales`` (from :meth:`scales`)
+        reuses scales already computed this step; they are unexpanded, as with ``expand=False``."""
         w = layer_name + ".weight"
         lw = self.loc[site_key(w)]
-        sw = scales[w] if scales is not None else self.scale_of(w, expand=expand)
+        sw = scales[w] if scales is not None else self._own_scale(w, expand=expand)
         if layer.has_bias:
             b = layer_name + ".bias"
-            sb = scales[b] if scales is not None else self.scale_of(b, expand=True)
+            sb = scales[b] if scales is not None else self._own_scale(b, expand=True)
             if sb.shape != self.loc[site_key(b)].shape:
                 sb = sb.expand_as(self.loc[site_key(b)])
             return lw, sw, self.loc[site_key(b)], sb
@@ -158,17 +209,27 @@ class MeanFieldGuide(nn.Module):
 
     def scale_parameters(self) -> list[nn.Parameter]:
         """The parameters of the posterior scales (``fit`` gives them their own learning rate)."""
-        return list(self.log_scale.values())
+        params = list(self.log_scale.values())
+        for post in self.group_scales.values():
+            params.extend(post.scale_parameters())
+        return params
 
     @torch.no_grad()
     def scale_movement(self) -> dict[str, torch.Tensor]:
-        """``log(scale / init_scale)`` of every site's scales: how far the posterior moved from its start.
+        """``log(scale / initial scale)`` of every site's Normal-factor scales: how far the posterior
+        moved from its start.
 
         0 everywhere means an untrained posterior; a positive value a scale that grew towards
-        the prior (a redundant weight), a negative one a scale the data pinned down.
+        the prior (a redundant weight), a negative one a scale the data pinned down. Deleted
+        weights (scale at :data:`MASKED_SCALE`) are NaN.
         """
-        log0 = math.log(self.init_scale)
-        return {full: (self.log_scale[site_key(full)].detach() - log0) for _, _, full in self._sites}
+        out = {}
+        for _, _, full in self._sites:
+            log_scale = self.log_scale[site_key(full)].detach()
+            move = log_scale - self._init_log_scale[site_key(full)]
+            # deleted weights (at the masked floor) did not move by learning: left out as NaN
+            out[full] = move.masked_fill(log_scale <= _MASKED_LOG_SCALE + 1e-3, float("nan"))
+        return out
 
     # ------------------------------------------------------------ edits
     @torch.no_grad()
@@ -178,6 +239,9 @@ class MeanFieldGuide(nn.Module):
         key = site_key(site)
         if key not in self.loc:
             raise ValueError(f"the guide has no site {site!r}; sites: {self.site_names()}")
+        if self.group_scales_of(site.rpartition(".")[0]) is not None:
+            raise ValueError(f"site {site!r} has a group prior: its weights are z * v, set the Normal factor "
+                             "(guide.loc / guide.log_scale) and the unit scales (guide.group_scales) instead")
         if loc is not None:
             self.loc[key].copy_(torch.as_tensor(loc, dtype=self.loc[key].dtype).expand_as(self.loc[key]))
         if scale is not None:
@@ -232,14 +296,28 @@ class MeanFieldGuide(nn.Module):
                 new.log_scale[key].copy_(_slice(log_scale, out_idx, in_idx))
             else:
                 new.log_scale[key].copy_(_slice(log_scale, out_idx, None))
+            new._init_log_scale[key] = self._init_log_scale[key]
+        for key, post in self.group_scales.items():
+            layer_name = key.replace("__", ".")
+            index = keep.get(layer_name, torch.arange(post.units))
+            new.group_scales[key].copy_units_(post, index.cpu())
         return new.to(next(self.parameters()).device)
 
     # ------------------------------------------------------------ Pyro guide
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         samples = {}
-        for _, _, full in self._sites:
-            loc = self.loc[site_key(full)]
-            samples[full] = pyro.sample(full, dist.Normal(loc, self.scale_of(full)).to_event(loc.dim()))
+        unit_scale: dict[str, torch.Tensor] = {}
+        for layer_name, _, full in self._sites:
+            loc, scale = self.loc[site_key(full)], self._own_scale(full, True)
+            post = self.group_scales_of(layer_name)
+            if post is not None:
+                if layer_name not in unit_scale:
+                    values = post.sample_sites(layer_name)
+                    samples.update({f"{layer_name}.{k}": v for k, v in values.items()})
+                    unit_scale[layer_name] = post.prior.group_scale(values)
+                z = unit_scale[layer_name].reshape((-1,) + (1,) * (loc.dim() - 1))
+                loc, scale = z * loc, z.abs() * scale
+            samples[full] = pyro.sample(full, dist.Normal(loc, scale).to_event(loc.dim()))
         return samples
 
     # ------------------------------------------------------------------- KL
@@ -253,11 +331,13 @@ class MeanFieldGuide(nn.Module):
         layers = dict(model.bayes_layers()) if layers is None else layers
         for layer_name, site, full in self._sites:
             loc = self.loc[site_key(full)]
-            scale = scales[full] if scales is not None else self.scale_of(full, expand=False)
+            scale = scales[full] if scales is not None else self._own_scale(full, expand=False)
             if scale.shape != loc.shape:
                 scale = scale.expand_as(loc)
             term = layers[layer_name].prior_of(site).kl(loc, scale)
             total = term if total is None else total + term
+        for post in self.group_scales.values():
+            total = total + post.kl(total)
         return total
 
     def config(self) -> dict:

@@ -261,7 +261,16 @@ def bayes_layer_moments(layer: BayesLayer, name: str, guide, mean: torch.Tensor,
     """Moments of a Bayesian layer's output under the guide's Gaussian weights."""
     lw, sw, lb, sb = guide.layer_params(name, layer, expand=False)
     channel = (1, -1, 1, 1) if isinstance(layer, BayesConv2d) else (1, -1)
-    return linear_moments(mean, var, layer.op, lw, sw * sw, lb, None if sb is None else sb * sb, channel)
+    out_mean, out_var = linear_moments(mean, var, layer.op, lw, sw * sw, lb, None if sb is None else sb * sb, channel)
+    post = guide.group_scales_of(name) if hasattr(guide, "group_scales_of") else None
+    if post is None:
+        return out_mean, out_var
+    # a group prior multiplies the unit's output a by its scale z (independent of a):
+    # E[z a] = E[z] E[a], Var[z a] = E[z^2] (E[a]^2 + Var[a]) - E[z]^2 E[a]^2
+    mean_z, second_z = post.mean().reshape(channel), post.second_moment().reshape(channel)
+    a2 = out_mean.square() + (0.0 if out_var is None else out_var)
+    scaled_mean = mean_z * out_mean
+    return scaled_mean, (second_z * a2 - scaled_mean.square()).clamp_min(0.0)
 
 
 def _plain_layer_moments(layer: nn.Module, mean: torch.Tensor, var: Optional[torch.Tensor]) -> Moments:

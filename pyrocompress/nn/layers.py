@@ -21,7 +21,7 @@ from torch import nn
 from pyro.nn import PyroModule, PyroSample
 from pyro.poutine.runtime import effectful
 
-from .priors import Prior, make_prior
+from .priors import GroupScalePrior, Prior, make_prior
 
 __all__ = ["BayesLayer", "BayesLinear", "BayesConv2d", "bayes_layers"]
 
@@ -53,6 +53,9 @@ class BayesLayer(PyroModule):
         self.has_bias = bool(has_bias)
         self.prior = make_prior(prior)
         self.bias_prior = make_prior(self.prior if bias_prior is None else bias_prior)
+        if isinstance(self.prior, GroupScalePrior) and self.bias_prior is not self.prior:
+            raise ValueError(f"a layer with the group prior {self.prior.name!r} keeps its bias in the unit's group "
+                             "(b_i = z_i u_i, so a deleted unit outputs exactly zero); leave bias_prior unset")
         # a zero-size buffer that follows .to(device) so priors know where to live
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
         if init_weight is None:
@@ -66,6 +69,11 @@ class BayesLayer(PyroModule):
             init_bias.detach().clone() if (has_bias and init_bias is not None) else torch.zeros(self.weight_shape[0]),
             persistent=False,
         )
+        if isinstance(self.prior, GroupScalePrior):
+            # the unit scales' hierarchy, explicit in the model: one sample site per scale variable
+            for suffix in self.prior.scale_sites():
+                setattr(self, suffix, PyroSample(lambda self, suffix=suffix: self.prior.scale_site_distribution(
+                    suffix, self.out_units, self._anchor)))
         self.weight = PyroSample(lambda self: self._prior_distribution("weight"))
         if self.has_bias:
             self.bias = PyroSample(lambda self: self._prior_distribution("bias"))
@@ -85,7 +93,18 @@ class BayesLayer(PyroModule):
         return ("weight", "bias") if self.has_bias else ("weight",)
 
     def _prior_distribution(self, site: str):
-        return self.prior_of(site).distribution(torch.Size(self.site_shape(site)), self._anchor)
+        prior = self.prior_of(site)
+        shape = torch.Size(self.site_shape(site))
+        if isinstance(prior, GroupScalePrior):
+            z = prior.group_scale({suffix: getattr(self, suffix) for suffix in prior.scale_sites()})
+            return prior.distribution(shape, self._anchor, z)
+        return prior.distribution(shape, self._anchor)
+
+    def scale_site_names(self) -> tuple[str, ...]:
+        """The layer's sample sites of its prior's unit-scale hierarchy (empty for elementwise priors)."""
+        if isinstance(self.prior, GroupScalePrior):
+            return tuple(self.prior.scale_sites())
+        return ()
 
     # --------------------------------------------------------------- compute
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:

@@ -27,6 +27,8 @@ __all__ = [
     "ScaleMixturePrior",
     "LogUniformPrior",
     "LogUniformImproper",
+    "GroupScalePrior",
+    "GroupHorseshoePrior",
     "DeletionRule",
     "PRIORS",
     "make_prior",
@@ -253,17 +255,109 @@ class LogUniformPrior(Prior):
         return {"name": self.name, "threshold": self.threshold, "log_alpha_clip": self.log_alpha_clip}
 
 
+class GroupScalePrior(Prior):
+    """Base of the group priors: every output unit (neuron / conv kernel) has a scale z_i, and
+
+        w_ij = z_i v_ij,   b_i = z_i u_i,   v, u ~ N(0, 1)   (non-centred),
+
+    i.e. w_ij | z_i ~ N(0, z_i^2): a whole unit, bias included, shrinks with its scale, so a
+    unit whose scale collapses outputs exactly zero and is deleted without changing the
+    function. The scale's own hierarchy is explicit in the Pyro model as extra sample sites
+    of the layer (:meth:`scale_sites`); the guide keeps a Normal posterior over v and u and a
+    posterior over the scale sites (:mod:`pyrocompress.infer.scales`). The KL of the lean ELBO splits
+    exactly into KL(q(v) || N(0, 1)) (:meth:`kl`) and the scale part, which the scale posterior of
+    :mod:`pyrocompress.infer.scales` computes from the sites' distributions.
+    """
+
+    per_unit_latents: bool = True
+
+    def scale_sites(self) -> dict[str, str]:
+        """The scale hierarchy's sample sites: suffix -> ``"global"`` (one per layer) or ``"group"`` (per unit)."""
+        raise NotImplementedError
+
+    def scale_site_distribution(self, suffix: str, out_units: int, like: torch.Tensor) -> dist.Distribution:
+        """The prior of one scale site (event shape ``()`` for global, ``(out_units,)`` for group sites)."""
+        raise NotImplementedError
+
+    def group_scale(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """z (one per unit) from the values of the scale sites."""
+        raise NotImplementedError
+
+    def distribution(self, shape, like, group_scale: Optional[torch.Tensor] = None):
+        if group_scale is None:
+            raise ValueError(f"the {self.name} prior of a weight depends on its unit's scale z; sample the layer's "
+                             "scale sites first (the layer does this in the model)")
+        z = group_scale.abs().reshape((-1,) + (1,) * (len(shape) - 1)).expand(shape)
+        return dist.Normal(torch.zeros_like(z), z).to_event(len(shape))
+
+    def kl_elementwise(self, loc, scale):
+        """KL(N(loc, scale^2) || N(0, 1)) of the non-centred weights v (or biases u)."""
+        return 0.5 * (scale.square() + loc.square() - 1.0) - torch.log(scale)
+
+    def kl(self, loc, scale):
+        return 0.5 * (scale.square().sum() + loc.square().sum() - loc.numel()) - torch.log(scale).sum()
+
+
+@dataclass(repr=False)
+class GroupHorseshoePrior(GroupScalePrior):
+    """Bayesian Compression's group horseshoe (Louizos, Ullrich & Welling 2017).
+
+    z_i = s * t_i with a global scale s ~ C+(0, ``global_scale``) per layer and a local scale
+    t_i ~ C+(0, 1) per unit. Each half-Cauchy is written as the product of a Gamma and an
+    inverse-Gamma variable (s^2 = s_a s_b, s_a ~ Gamma(1/2, rate 1/tau0^2), s_b ~ InvGamma(1/2, 1);
+    t_i^2 = t_a t_b likewise with tau0 = 1), so that log-normal posteriors over the four sites have
+    a closed-form KL. The heavy tail keeps the units the data need; the pole at zero switches off
+    the rest, whose effective weights E[z] mu then lie decades below the others: the automatic
+    (two-mode) threshold on the units' posterior-mean norms deletes them.
+    """
+
+    global_scale: float = 1e-5
+    name: str = "group_horseshoe"
+    closed_form_kl: bool = True
+
+    _SITES = {"global_scale_a": "global", "global_scale_b": "global", "group_scale_a": "group",
+              "group_scale_b": "group"}
+
+    def __post_init__(self) -> None:
+        if not (self.global_scale > 0 and math.isfinite(self.global_scale)):
+            raise ValueError(f"GroupHorseshoePrior global_scale must be a positive finite number, got "
+                             f"{self.global_scale}")
+
+    def scale_sites(self) -> dict[str, str]:
+        return dict(self._SITES)
+
+    def scale_site_distribution(self, suffix, out_units, like):
+        one = like.new_ones(())
+        if suffix == "global_scale_a":
+            return dist.Gamma(0.5 * one, one / self.global_scale ** 2)
+        if suffix == "global_scale_b":
+            return dist.InverseGamma(0.5 * one, one)
+        if suffix == "group_scale_a":
+            return dist.Gamma(0.5 * one, one).expand([out_units]).to_event(1)
+        if suffix == "group_scale_b":
+            return dist.InverseGamma(0.5 * one, one).expand([out_units]).to_event(1)
+        raise ValueError(f"unknown scale site {suffix!r} of the group horseshoe; sites: {list(self._SITES)}")
+
+    def group_scale(self, values):
+        return torch.sqrt(values["global_scale_a"] * values["global_scale_b"]
+                          * values["group_scale_a"] * values["group_scale_b"])
+
+    def to_config(self):
+        return {"name": self.name, "global_scale": self.global_scale}
+
+
 PRIORS: dict[str, type[Prior]] = {
     "normal": NormalPrior,
     "scale_mixture": ScaleMixturePrior,
     "log_uniform": LogUniformPrior,
+    "group_horseshoe": GroupHorseshoePrior,
 }
 
 PriorSpec = Union[str, Prior, Mapping[str, Union[str, Prior, dict]], dict]
 
 
 #: the option a "name:value" spec sets
-_FIRST_OPTION = {"normal": "scale", "scale_mixture": "pi", "log_uniform": "threshold"}
+_FIRST_OPTION = {"normal": "scale", "scale_mixture": "pi", "log_uniform": "threshold", "group_horseshoe": "global_scale"}
 
 
 def make_prior(spec: str | Prior | dict, **kwargs) -> Prior:

@@ -41,8 +41,11 @@ def test_one_shot_weight_level_keeps_deleted_weights_at_zero(trained, digits):
     model, guide = trained
     result = self_compress(model, guide, digits, score="snr", structure="weight", iterative=False,
                            sparsity=0.8, finetune_epochs=1, fit_options=FIT)
-    loc = torch.cat([p.detach().flatten() for k, p in result.guide.loc.items() if k.endswith("weight")])
-    assert float((loc == 0).double().mean()) > 0.7  # still sparse after SVI fine-tuning
+    # still sparse after SVI fine-tuning: at most the 20% kept of the original weights are nonzero (whole
+    # units whose weights all went are deleted physically, so count against the original size)
+    nonzero = sum(int((result.guide.loc_of(f"{n}.weight") != 0).sum()) for n, _ in result.model.bayes_layers())
+    original = sum(int(guide.loc_of(f"{n}.weight").numel()) for n, _ in model.bayes_layers())
+    assert nonzero <= 0.2 * original + 1
     assert result.history[-1]["action"] == "deleted+finetuned"
 
 
