@@ -51,6 +51,7 @@ def score(network: Union[nn.Module, BayesianModel], guide: Any = None, name: Opt
 
 def _as_run(source: Union[str, os.PathLike, Run, nn.Module], guide: Any,
             train: Optional[Mapping[str, Any]]) -> Run:
+    """A run directory loaded, a run as it is, or an in-memory network wrapped as a run (no data of its own)."""
     if isinstance(source, (str, os.PathLike)):
         return load_run(source)
     if isinstance(source, Run):
@@ -89,7 +90,7 @@ def prune(model_or_run: Union[str, os.PathLike, Run, nn.Module], guide: Any = No
     run = _as_run(model_or_run, guide, train)
     chosen = method_for_run(method, options, run.is_bayesian)
     chosen.check_target(target)
-    if data is None and not str(run.path).startswith("<"):
+    if data is None and "data" in run.config:  # a run directory records its data set
         data = run.load_data()
     ctx = Context(run=run, data=data, fit=FitOptions.of(run.config.get("train", {})), seed=seed)
     return chosen.run(ctx, target if target is not None else chosen.default_target())

@@ -329,7 +329,11 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
     points.sort(key=lambda p: p.compression)
 
     # methods
-    methods = [_method(m, i, c) for i, m in enumerate(_list_of(raw, "methods", c))]
+    methods_raw = raw.get("methods")
+    if not isinstance(methods_raw, list) or not methods_raw:
+        raise c.error(("methods",), f"the study needs at least one [[methods]] table; families: "
+                                    f"{method_names(references=False)}")
+    methods = [_method(m, i, c) for i, m in enumerate(methods_raw)]
     names = [m.name for m in methods]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -339,13 +343,6 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
                        train=train, bayesian=bayesian, deterministic=deterministic, device=device,
                        eval_samples=eval_samples, eval_estimator=eval_estimator, latency_repeats=latency_repeats,
                        report_point=report_point, source=c.source)
-
-
-def _list_of(raw: dict, key: str, c: _Checker) -> list:
-    values = raw.get(key)
-    if not isinstance(values, list) or not values:
-        raise c.error((key,), f"the study needs at least one [[{key}]] table; families: {method_names(False)}")
-    return values
 
 
 def _method(m: Any, i: int, c: _Checker) -> MethodSpec:
@@ -390,7 +387,7 @@ def _check_train_values(values: dict, path: tuple, c: _Checker, bayesian: bool =
     for key in ("kl_anneal_epochs",):
         if key in values:
             c.int_(values[key], path + (key,), 0)
-    for key in ("lr", "init_scale", "kl_weight"):
+    for key in ("lr", "init_scale", "kl_weight", "scale_lr"):
         if key in values:
             c.number(values[key], path + (key,))
     if not bayesian:

@@ -109,7 +109,7 @@ class Context:
     """
 
     run: Run
-    data: DataBundle
+    data: Optional[DataBundle]   # None: an in-memory network without data (nothing to fine-tune on)
     fit: FitOptions
     seed: int = 0
     eval_samples: int = 16

@@ -57,7 +57,7 @@ def _layer(module: str) -> int:
     for i, (_, prefixes) in enumerate(LAYERS):
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return i
-    raise AssertionError(f"module {module} has no layer: add it to LAYERS in tests/test_layers.py")
+    raise AssertionError(f"module {module} has no layer: add it to LAYERS in tests/test_architecture.py")
 
 
 def _targets(module: str, node: ast.AST) -> list[str]:
