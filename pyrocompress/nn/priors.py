@@ -29,6 +29,7 @@ __all__ = [
     "LogUniformImproper",
     "GroupScalePrior",
     "GroupHorseshoePrior",
+    "GroupLogUniformPrior",
     "DeletionRule",
     "PRIORS",
     "make_prior",
@@ -346,18 +347,62 @@ class GroupHorseshoePrior(GroupScalePrior):
         return {"name": self.name, "global_scale": self.global_scale}
 
 
+@dataclass(repr=False)
+class GroupLogUniformPrior(GroupScalePrior):
+    """Bayesian Compression's normal-Jeffreys group prior (Louizos et al. 2017): p(z_i) proportional to
+    1/|z_i| per unit, w_ij | z_i ~ N(0, z_i^2).
+
+    The scale posterior is Normal, q(z_i) = N(mu_i, sigma_i^2), i.e. multiplicative Gaussian noise
+    on the unit with dropout rate alpha_i = sigma_i^2 / mu_i^2; its KL from the log-uniform prior is
+    sparse variational dropout's approximation in alpha_i, and a unit is deleted when
+    log alpha_i > ``threshold`` (:meth:`deletion_rule`, score ``unit_log_alpha``).
+    """
+
+    threshold: float = 3.0
+    log_alpha_clip: float = 10.0
+    name: str = "group_log_uniform"
+    closed_form_kl: bool = True
+
+    def __post_init__(self) -> None:
+        LogUniformPrior(self.threshold, self.log_alpha_clip)  # the same validation
+
+    def scale_sites(self) -> dict[str, str]:
+        return {"group_scale": "group"}
+
+    def scale_site_distribution(self, suffix, out_units, like):
+        if suffix != "group_scale":
+            raise ValueError(f"unknown scale site {suffix!r} of the group log-uniform prior; sites: ['group_scale']")
+        return LogUniformImproper(torch.Size([out_units]), like)
+
+    def group_scale(self, values):
+        return values["group_scale"]
+
+    def scale_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """KL(N(loc, scale^2) || 1/|z|) per unit, sparse variational dropout's approximation."""
+        return LogUniformPrior(self.threshold, self.log_alpha_clip).kl_elementwise(loc, scale)
+
+    def deletion_rule(self) -> DeletionRule:
+        return DeletionRule("unit_log_alpha", -self.threshold,
+                            f"unit log alpha > {self.threshold:g} (Louizos et al. 2017, normal-Jeffreys)")
+
+    def to_config(self):
+        return {"name": self.name, "threshold": self.threshold, "log_alpha_clip": self.log_alpha_clip}
+
+
 PRIORS: dict[str, type[Prior]] = {
     "normal": NormalPrior,
     "scale_mixture": ScaleMixturePrior,
     "log_uniform": LogUniformPrior,
     "group_horseshoe": GroupHorseshoePrior,
+    "group_log_uniform": GroupLogUniformPrior,
 }
 
 PriorSpec = Union[str, Prior, Mapping[str, Union[str, Prior, dict]], dict]
 
 
 #: the option a "name:value" spec sets
-_FIRST_OPTION = {"normal": "scale", "scale_mixture": "pi", "log_uniform": "threshold", "group_horseshoe": "global_scale"}
+_FIRST_OPTION = {"normal": "scale", "scale_mixture": "pi", "log_uniform": "threshold", "group_horseshoe": "global_scale",
+                 "group_log_uniform": "threshold"}
 
 
 def make_prior(spec: str | Prior | dict, **kwargs) -> Prior:
