@@ -65,6 +65,11 @@ class Prior:
     def to_config(self) -> dict:
         raise NotImplementedError
 
+    def bias_prior(self) -> "Prior":
+        """The prior of the layer's bias when none is given: this prior (group priors keep the bias
+        in the unit's group; sparsity priors on single weights give biases a plain Normal)."""
+        return self
+
     def deletion_rule(self) -> Optional["DeletionRule"]:
         """The prior's own rule for which weights are redundant, or None (pruning then needs a
         sparsity, a threshold, or the data-driven automatic threshold)."""
@@ -251,6 +256,10 @@ class LogUniformPrior(Prior):
 
     def deletion_rule(self) -> DeletionRule:
         return DeletionRule("log_alpha", -self.threshold, f"log alpha > {self.threshold:g} (Molchanov et al. 2017)")
+
+    def bias_prior(self) -> Prior:
+        """Biases are not sparsified (Molchanov et al. keep them deterministic): a broad N(0, 1)."""
+        return NormalPrior(1.0)
 
     def to_config(self):
         return {"name": self.name, "threshold": self.threshold, "log_alpha_clip": self.log_alpha_clip}
