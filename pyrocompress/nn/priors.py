@@ -443,21 +443,24 @@ def make_prior(spec: str | Prior | dict, **kwargs) -> Prior:
         raise ValueError(f"bad options for prior {name!r}: {exc}") from exc
 
 
-def resolve_prior(spec: PriorSpec, layer_name: str, layer_kind: str) -> Prior:
+def resolve_prior(spec: PriorSpec, layer_name: str, layer_kind: str, is_output: bool = False) -> Prior:
     """Pick the prior of one layer from a global spec or a per-layer mapping.
 
-    A mapping is searched by exact layer name, then glob pattern (``"fc*"``), then
-    name prefix (``"fc"`` matches ``fc1``), then layer kind (``"linear"`` / ``"conv"``),
-    then ``"default"`` (else the standard Normal prior).
+    A mapping is searched by exact layer name, then ``"output"`` for the network's last
+    Linear/Conv2d layer (whose units are the classes: a group prior there would shrink
+    classes), then glob pattern (``"fc*"``), then name prefix (``"fc"`` matches ``fc1``),
+    then layer kind (``"linear"`` / ``"conv"``), then ``"default"`` (else the standard Normal prior).
     """
     if isinstance(spec, Mapping) and "name" not in spec:
         if layer_name in spec:
             return make_prior(spec[layer_name])
+        if is_output and "output" in spec:
+            return make_prior(spec["output"])
         for key, value in spec.items():
             if any(ch in key for ch in "*?[") and fnmatch.fnmatchcase(layer_name, key):
                 return make_prior(value)
         for key, value in spec.items():
-            if key not in ("default", "linear", "conv") and layer_name.startswith(key):
+            if key not in ("default", "linear", "conv", "output") and layer_name.startswith(key):
                 return make_prior(value)
         if layer_kind in spec:
             return make_prior(spec[layer_kind])
