@@ -147,14 +147,21 @@ def plot_diagnostics(view: PosteriorView, out_dir: str | Path, norm_draws: Optio
         ly = np.log10(sigma.ravel() + _TINY)
         lo = math.floor(min(np.percentile(lx, 0.5), ly.min()))
         hi = math.ceil(max(lx.max(), ly.max()))
-        *_, image = ax.hist2d(lx, ly, bins=80, cmin=1, cmap="viridis")
-        image.set_rasterized(True)
+        if float(np.ptp(ly)) < 1e-3 or float(np.ptp(lx)) < 1e-3:
+            # one value on an axis: a 2-D histogram has no area to draw, so draw the points and say why
+            ax.scatter(lx, ly, s=3, alpha=0.3, rasterized=True)
+            ax.text(0.98, 0.5, f"every sigma = {10 ** float(ly[0]):.3g}:\nthe scales never left one value\n"
+                                "(an untrained posterior?)" if float(np.ptp(ly)) < 1e-3 else "every |mu| is equal",
+                    transform=ax.transAxes, fontsize="small", va="center", ha="right", color="darkred")
+        else:
+            *_, image = ax.hist2d(lx, ly, bins=80, cmin=1, cmap="viridis")
+            image.set_rasterized(True)
+            fig.colorbar(image, ax=ax, label="weights")
         ax.plot([lo, hi], [lo, hi], "r--", lw=1, label="SNR = 1")
         ax.set_xlabel("log10 |mu|")
         ax.set_ylabel("log10 sigma")
         ax.set_title(f"{name}.weight")
         ax.legend(loc="upper left", fontsize="small")
-        fig.colorbar(image, ax=ax, label="weights")
     fig.suptitle("Posterior mean against posterior standard deviation")
     paths += _save(fig, out_dir, "mu_sigma", formats, dpi)
     return paths

@@ -22,8 +22,8 @@ untrained Bayesian network behaves like its deterministic twin.
 
 **Group priors** (:class:`~pyrocompress.nn.priors.GroupScalePrior`, e.g. the group
 horseshoe) write a unit's weights as ``w_ij = z_i v_ij``: the guide then keeps the Normal
-posterior over the non-centred v (started at the initial weights divided by their RMS, so
-that v is O(1) as its N(0, 1) prior expects) and a posterior over the unit scales
+posterior over the non-centred v (started at the initial weights, with unit scales at 1) and a
+posterior over the unit scales
 (:mod:`pyrocompress.infer.scales`). ``loc_of`` / ``scale_of`` always give the moments of
 the weight w itself (E[z] mu, and sqrt(E[z^2](mu^2 + sigma^2) - E[z]^2 mu^2)), which is what
 scores, diagnostics and the deployable network read; ``layer_params`` gives what the
@@ -121,8 +121,8 @@ class MeanFieldGuide(nn.Module):
         for layer_name, layer in model.bayes_layers():
             z0 = 1.0
             if isinstance(layer.prior, GroupScalePrior):
-                # the unit scale starts at the weights' RMS, so v = w / z starts near its N(0, 1) prior
-                z0 = max(float(layer.init_weight.detach().square().mean().sqrt()), 1e-3)
+                # the unit scales start at 1 (v = w): Adam then moves the weights at the same rate as in the
+                # deterministic twin (starting v at O(1) and z at the weights' size made learning ~1/z slower)
                 self.group_scales[site_key(layer_name)] = make_scale_posterior(
                     layer.prior, layer.out_units, init_group_scale=z0, init_scale=0.1)
             for site in layer.sites():

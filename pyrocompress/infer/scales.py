@@ -25,9 +25,9 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
-from ..nn.priors import GroupHorseshoePrior, GroupScalePrior
+from ..nn.priors import GroupHorseshoePrior, GroupLogUniformPrior, GroupScalePrior, LogUniformPrior
 
-__all__ = ["LogNormalScales", "lognormal_kl", "make_scale_posterior"]
+__all__ = ["LogNormalScales", "NormalScales", "lognormal_kl", "make_scale_posterior"]
 
 
 def lognormal_kl(loc: torch.Tensor, log_scale: torch.Tensor, prior: dist.Distribution) -> torch.Tensor:
@@ -163,9 +163,62 @@ class LogNormalScales(nn.Module):
         return {"init_scale": self.init_scale}
 
 
+class NormalScales(nn.Module):
+    """A Normal posterior q(z_i) = N(mu_i, sigma_i^2) over one scale per unit (the normal-Jeffreys
+    group prior): multiplicative Gaussian noise on the unit, dropout rate alpha_i = sigma_i^2 / mu_i^2."""
+
+    def __init__(self, prior: GroupLogUniformPrior, units: int, init_group_scale: float, init_scale: float) -> None:
+        super().__init__()
+        if not (init_group_scale > 0 and init_scale > 0):
+            raise ValueError("init_group_scale and init_scale must be positive")
+        self.prior = prior
+        self.units = int(units)
+        self.init_scale = float(init_scale)
+        self.loc = nn.Parameter(torch.full((self.units,), float(init_group_scale)))
+        # sigma relative to the start: init_scale is the unit's initial noise-to-signal ratio
+        self.log_scale = nn.Parameter(torch.full((self.units,), math.log(init_scale * init_group_scale)))
+
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    def second_moment(self) -> torch.Tensor:
+        return self.loc.square() + torch.exp(2.0 * self.log_scale)
+
+    def log_alpha(self) -> torch.Tensor:
+        """log(sigma^2 / mu^2) per unit (clipped as the prior's KL clips it)."""
+        return self.prior_log_uniform().log_alpha(self.loc, torch.exp(self.log_scale))
+
+    def prior_log_uniform(self) -> LogUniformPrior:
+        return LogUniformPrior(self.prior.threshold, self.prior.log_alpha_clip)
+
+    def sample(self, batch: Optional[int] = None) -> torch.Tensor:
+        shape = (self.units,) if batch is None else (batch, self.units)
+        return self.loc + torch.exp(self.log_scale) * torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+
+    def sample_sites(self, prefix: str) -> dict[str, torch.Tensor]:
+        d = dist.Normal(self.loc, torch.exp(self.log_scale)).to_event(1)
+        return {"group_scale": pyro.sample(f"{prefix}.group_scale", d)}
+
+    def kl(self, like: torch.Tensor) -> torch.Tensor:
+        return self.prior.scale_kl(self.loc, torch.exp(self.log_scale)).sum()
+
+    def scale_parameters(self) -> list[nn.Parameter]:
+        return [self.log_scale]
+
+    @torch.no_grad()
+    def copy_units_(self, other: "NormalScales", index: torch.Tensor) -> None:
+        self.loc.copy_(other.loc.detach().index_select(0, index.to(other.loc.device)))
+        self.log_scale.copy_(other.log_scale.detach().index_select(0, index.to(other.loc.device)))
+
+    def config(self) -> dict:
+        return {"init_scale": self.init_scale}
+
+
 def make_scale_posterior(prior: GroupScalePrior, units: int, init_group_scale: float,
                          init_scale: float) -> nn.Module:
     """The variational family of a group prior's scale sites."""
     if isinstance(prior, GroupHorseshoePrior):
         return LogNormalScales(prior, units, init_group_scale, init_scale)
+    if isinstance(prior, GroupLogUniformPrior):
+        return NormalScales(prior, units, init_group_scale, init_scale)
     raise TypeError(f"no scale posterior for the group prior {type(prior).__name__}")

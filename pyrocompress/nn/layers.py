@@ -52,7 +52,7 @@ class BayesLayer(PyroModule):
         self.weight_shape = tuple(int(s) for s in weight_shape)
         self.has_bias = bool(has_bias)
         self.prior = make_prior(prior)
-        self.bias_prior = make_prior(self.prior if bias_prior is None else bias_prior)
+        self.bias_prior = make_prior(self.prior.bias_prior() if bias_prior is None else bias_prior)
         if isinstance(self.prior, GroupScalePrior) and self.bias_prior is not self.prior:
             raise ValueError(f"a layer with the group prior {self.prior.name!r} keeps its bias in the unit's group "
                              "(b_i = z_i u_i, so a deleted unit outputs exactly zero); leave bias_prior unset")

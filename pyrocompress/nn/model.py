@@ -41,10 +41,10 @@ def _select(name: str, include: Optional[Sequence[str]], exclude: Optional[Seque
     return True
 
 
-def _to_bayes(name: str, layer: nn.Module, prior: PriorSpec) -> BayesLayer:
+def _to_bayes(name: str, layer: nn.Module, prior: PriorSpec, is_output: bool = False) -> BayesLayer:
     if isinstance(layer, nn.Linear):
         return BayesLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                           prior=resolve_prior(prior, name, "linear"),
+                           prior=resolve_prior(prior, name, "linear", is_output),
                            init_weight=layer.weight.data, init_bias=None if layer.bias is None else layer.bias.data)
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1:
@@ -52,7 +52,8 @@ def _to_bayes(name: str, layer: nn.Module, prior: PriorSpec) -> BayesLayer:
         if layer.padding_mode != "zeros":
             raise ValueError(f"layer {name!r}: padding_mode={layer.padding_mode!r} is not supported; exclude it")
         return BayesConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                           layer.dilation, bias=layer.bias is not None, prior=resolve_prior(prior, name, "conv"),
+                           layer.dilation, bias=layer.bias is not None,
+                           prior=resolve_prior(prior, name, "conv", is_output),
                            init_weight=layer.weight.data, init_bias=None if layer.bias is None else layer.bias.data)
     raise TypeError(f"layer {name!r} of type {type(layer).__name__} cannot be made Bayesian")
 
@@ -64,7 +65,8 @@ def bayesianize(module: nn.Module, prior: PriorSpec = "normal", include: Optiona
     The module is deep-copied and converted to PyroModules; every selected Linear or
     Conv2d layer becomes a :class:`BayesLinear` / :class:`BayesConv2d` whose weight and
     bias are sample sites with the prior given (a name, a Prior, or a per-layer mapping
-    such as ``{"conv1": "normal:0.1", "fc*": "group_ard"}``). ``include`` / ``exclude``
+    such as ``{"conv1": "normal:0.1", "default": "group_horseshoe", "output": "log_uniform"}``;
+    ``"output"`` names the last Linear/Conv2d layer). ``include`` / ``exclude``
     take layer names or glob patterns; excluded layers stay deterministic parameters.
     The current weights become the layers' initial values (the guide's initial locs).
     """
@@ -83,10 +85,11 @@ def bayesianize(module: nn.Module, prior: PriorSpec = "normal", include: Optiona
             raise ValueError(f"include pattern {pattern!r} matches no Linear/Conv2d layer; layers: {valid}")
     if not chosen:
         raise ValueError("no Linear or Conv2d layer selected to become Bayesian; check include/exclude")
+    output = candidates[-1][0]  # the last Linear / Conv2d layer, in definition order
     for name, layer in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
-        setattr(parent, child, _to_bayes(name, layer, prior))
+        setattr(parent, child, _to_bayes(name, layer, prior, is_output=name == output))
     to_pyro_module_(net)
     # re-attach children so every Bayesian layer knows its qualified site name
     for name, layer in bayes_layers(net):

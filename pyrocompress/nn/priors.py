@@ -29,6 +29,7 @@ __all__ = [
     "LogUniformImproper",
     "GroupScalePrior",
     "GroupHorseshoePrior",
+    "GroupLogUniformPrior",
     "DeletionRule",
     "PRIORS",
     "make_prior",
@@ -63,6 +64,11 @@ class Prior:
 
     def to_config(self) -> dict:
         raise NotImplementedError
+
+    def bias_prior(self) -> "Prior":
+        """The prior of the layer's bias when none is given: this prior (group priors keep the bias
+        in the unit's group; sparsity priors on single weights give biases a plain Normal)."""
+        return self
 
     def deletion_rule(self) -> Optional["DeletionRule"]:
         """The prior's own rule for which weights are redundant, or None (pruning then needs a
@@ -251,6 +257,10 @@ class LogUniformPrior(Prior):
     def deletion_rule(self) -> DeletionRule:
         return DeletionRule("log_alpha", -self.threshold, f"log alpha > {self.threshold:g} (Molchanov et al. 2017)")
 
+    def bias_prior(self) -> Prior:
+        """Biases are not sparsified (Molchanov et al. keep them deterministic): a broad N(0, 1)."""
+        return NormalPrior(1.0)
+
     def to_config(self):
         return {"name": self.name, "threshold": self.threshold, "log_alpha_clip": self.log_alpha_clip}
 
@@ -346,18 +356,62 @@ class GroupHorseshoePrior(GroupScalePrior):
         return {"name": self.name, "global_scale": self.global_scale}
 
 
+@dataclass(repr=False)
+class GroupLogUniformPrior(GroupScalePrior):
+    """Bayesian Compression's normal-Jeffreys group prior (Louizos et al. 2017): p(z_i) proportional to
+    1/|z_i| per unit, w_ij | z_i ~ N(0, z_i^2).
+
+    The scale posterior is Normal, q(z_i) = N(mu_i, sigma_i^2), i.e. multiplicative Gaussian noise
+    on the unit with dropout rate alpha_i = sigma_i^2 / mu_i^2; its KL from the log-uniform prior is
+    sparse variational dropout's approximation in alpha_i, and a unit is deleted when
+    log alpha_i > ``threshold`` (:meth:`deletion_rule`, score ``unit_log_alpha``).
+    """
+
+    threshold: float = 3.0
+    log_alpha_clip: float = 10.0
+    name: str = "group_log_uniform"
+    closed_form_kl: bool = True
+
+    def __post_init__(self) -> None:
+        LogUniformPrior(self.threshold, self.log_alpha_clip)  # the same validation
+
+    def scale_sites(self) -> dict[str, str]:
+        return {"group_scale": "group"}
+
+    def scale_site_distribution(self, suffix, out_units, like):
+        if suffix != "group_scale":
+            raise ValueError(f"unknown scale site {suffix!r} of the group log-uniform prior; sites: ['group_scale']")
+        return LogUniformImproper(torch.Size([out_units]), like)
+
+    def group_scale(self, values):
+        return values["group_scale"]
+
+    def scale_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """KL(N(loc, scale^2) || 1/|z|) per unit, sparse variational dropout's approximation."""
+        return LogUniformPrior(self.threshold, self.log_alpha_clip).kl_elementwise(loc, scale)
+
+    def deletion_rule(self) -> DeletionRule:
+        return DeletionRule("unit_log_alpha", -self.threshold,
+                            f"unit log alpha > {self.threshold:g} (Louizos et al. 2017, normal-Jeffreys)")
+
+    def to_config(self):
+        return {"name": self.name, "threshold": self.threshold, "log_alpha_clip": self.log_alpha_clip}
+
+
 PRIORS: dict[str, type[Prior]] = {
     "normal": NormalPrior,
     "scale_mixture": ScaleMixturePrior,
     "log_uniform": LogUniformPrior,
     "group_horseshoe": GroupHorseshoePrior,
+    "group_log_uniform": GroupLogUniformPrior,
 }
 
 PriorSpec = Union[str, Prior, Mapping[str, Union[str, Prior, dict]], dict]
 
 
 #: the option a "name:value" spec sets
-_FIRST_OPTION = {"normal": "scale", "scale_mixture": "pi", "log_uniform": "threshold", "group_horseshoe": "global_scale"}
+_FIRST_OPTION = {"normal": "scale", "scale_mixture": "pi", "log_uniform": "threshold", "group_horseshoe": "global_scale",
+                 "group_log_uniform": "threshold"}
 
 
 def make_prior(spec: str | Prior | dict, **kwargs) -> Prior:
@@ -389,21 +443,24 @@ def make_prior(spec: str | Prior | dict, **kwargs) -> Prior:
         raise ValueError(f"bad options for prior {name!r}: {exc}") from exc
 
 
-def resolve_prior(spec: PriorSpec, layer_name: str, layer_kind: str) -> Prior:
+def resolve_prior(spec: PriorSpec, layer_name: str, layer_kind: str, is_output: bool = False) -> Prior:
     """Pick the prior of one layer from a global spec or a per-layer mapping.
 
-    A mapping is searched by exact layer name, then glob pattern (``"fc*"``), then
-    name prefix (``"fc"`` matches ``fc1``), then layer kind (``"linear"`` / ``"conv"``),
-    then ``"default"`` (else the standard Normal prior).
+    A mapping is searched by exact layer name, then ``"output"`` for the network's last
+    Linear/Conv2d layer (whose units are the classes: a group prior there would shrink
+    classes), then glob pattern (``"fc*"``), then name prefix (``"fc"`` matches ``fc1``),
+    then layer kind (``"linear"`` / ``"conv"``), then ``"default"`` (else the standard Normal prior).
     """
     if isinstance(spec, Mapping) and "name" not in spec:
         if layer_name in spec:
             return make_prior(spec[layer_name])
+        if is_output and "output" in spec:
+            return make_prior(spec["output"])
         for key, value in spec.items():
             if any(ch in key for ch in "*?[") and fnmatch.fnmatchcase(layer_name, key):
                 return make_prior(value)
         for key, value in spec.items():
-            if key not in ("default", "linear", "conv") and layer_name.startswith(key):
+            if key not in ("default", "linear", "conv", "output") and layer_name.startswith(key):
                 return make_prior(value)
         if layer_kind in spec:
             return make_prior(spec[layer_kind])

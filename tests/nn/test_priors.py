@@ -77,3 +77,8 @@ def test_prior_specs_and_errors():
     assert resolve_prior(spec, "conv1", "conv").scale == 0.5
     assert isinstance(resolve_prior(spec, "fc2", "linear"), LogUniformPrior)
     assert isinstance(resolve_prior(spec, "conv2", "conv"), ScaleMixturePrior)
+    # "output" picks the network's last layer, before patterns and prefixes
+    spec = {"default": "group_horseshoe", "output": "log_uniform", "fc": "normal"}
+    assert isinstance(resolve_prior(spec, "fc3", "linear", is_output=True), LogUniformPrior)
+    assert resolve_prior(spec, "fc2", "linear").name == "normal"
+    assert resolve_prior(spec, "conv1", "conv").name == "group_horseshoe"
