@@ -81,6 +81,8 @@ def score_dataset(model, guide, scores: Optional[Sequence[str] | str] = None, le
                 per_layer = spec.group_fn(model, guide, level=level, hdi_prob=hdi_prob, draws=draws, seed=seed,
                                           view=view, norm_draws=norm_draws)
                 for name, _layer in view.layers():
+                    if name not in per_layer:  # a score some layers do not have (unit_log_alpha)
+                        continue
                     data[f"{name}.{var}"] = xr.DataArray(
                         to_numpy(per_layer[name]), dims=(level_dim(name, level),),
                         attrs={"score": spec.name, "level": level, "hdi_prob": hdi_prob, "draws": int(

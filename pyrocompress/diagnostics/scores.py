@@ -28,7 +28,11 @@ Scores that need a posterior (``needs_posterior=True``):
 * ``hdi_nonzero``: 1 where the ``hdi_prob`` interval of a weight excludes zero, else 0;
   reduced by the mean, it is the fraction of the group's weights whose HDI excludes zero;
 * ``norm_hdi_low``: group-level only, from posterior draws: the lower end of the
-  ``arviz.hdi`` of the group's weight norm.
+  ``arviz.hdi`` of the group's weight norm;
+* ``unit_log_alpha``: group-level only, for the layers with a group prior whose unit scales have a
+  posterior of their own (``guide.group_scales_of(layer)``, e.g. the normal-Jeffreys prior of
+  Bayesian Compression; other layers get no score): -log alpha_i = -log(sigma_i^2 / mu_i^2) of
+  each unit's scale; the prior's rule deletes log alpha_i > 3.
 
 Group scores reduce a group's weights (dim 0 of the weight is the group) with the score's
 default reduction (``snr``: mean, ``magnitude``: L2 norm, ``prob_nonzero``: mean, ``hdi``:
@@ -47,6 +51,7 @@ import torch
 from pyro import poutine
 
 from ..infer.guides import is_posterior_guide
+from ..infer.scales import NormalScales
 from ..names import SCORE_ALIASES, resolve_alias
 from ..nn.model import BayesianModel
 from .norm_draws import hdi_z, norm_hdi_scores
@@ -109,6 +114,21 @@ def _log_alpha(loc, scale, layer, site, **_):
     return 2.0 * (loc.abs().log() - scale.log())
 
 
+@torch.no_grad()
+def _unit_log_alpha(model, guide, level: str = "group", **_) -> dict[str, torch.Tensor]:
+    if level != "group":
+        raise ValueError(f"score 'unit_log_alpha' is defined per output unit (level 'group'), not {level!r}")
+    out = {}
+    for name, _layer in model.bayes_layers():  # layers without such a posterior have no score (and are kept)
+        scales = guide.group_scales_of(name)
+        if isinstance(scales, NormalScales):
+            out[name] = -scales.log_alpha().detach()
+    if not out:
+        raise ValueError("score 'unit_log_alpha' needs a layer whose unit scales have a posterior of their own "
+                         "(a group prior with a normal unit-scale posterior, e.g. group_log_uniform)")
+    return out
+
+
 @dataclass(frozen=True)
 class Score:
     """A registered importance: per-weight function, default group reduction, description.
@@ -151,6 +171,9 @@ SCORES: dict[str, Score] = {
     "norm_hdi_low": Score("norm_hdi_low", None, "none",
                           "lower end of the HDI of the group's weight norm, from posterior draws (group level only)",
                           group_fn=norm_hdi_scores),
+    "unit_log_alpha": Score("unit_log_alpha", None, "none", "-log alpha of each unit's scale posterior (group "
+                            "priors; Bayesian Compression deletes log alpha > 3; group level only)",
+                            group_fn=_unit_log_alpha),
 }
 
 

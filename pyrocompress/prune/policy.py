@@ -235,6 +235,8 @@ class PrunePolicy:
         scores = {get_score(r.score).name for r in rules.values()}
         if len(scores) != 1 or (self.score is not None and self.score not in scores):
             return None
+        if get_score(scores.pop()).fn is None and not self.structured:
+            return None  # a rule on units does not select single weights
         return rules
 
     def resolved_score(self, model: Optional[BayesianModel] = None) -> str:

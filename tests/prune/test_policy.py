@@ -125,3 +125,19 @@ def test_auto_threshold_is_data_driven_otherwise():
     assert PrunePolicy(auto=True).deletion_rules(plain) is None
     masks = PrunePolicy(auto=True).masks(plain, plain_guide)  # two SNR modes, 0.1 and 30: the low one goes
     assert float(masks.weight["fc1"].float().mean()) == pytest.approx(2 / 3, abs=0.05)
+
+
+def test_a_group_prior_rule_deletes_units_by_their_scale_posterior():
+    torch.manual_seed(0)
+    model = BayesianModel.from_module(build_model("mlp", (1, 4, 4), 3, hidden=(6,)), 3,
+                                      prior={"fc1": "group_log_uniform", "default": "normal"})
+    guide = make_guide(model)
+    scales = guide.group_scales_of("fc1")
+    with torch.no_grad():  # units 0 and 3: log alpha = log(sigma^2 / mu^2) = log 100 > 3; the others -4.6
+        scales.loc.fill_(1.0)
+        scales.log_scale.copy_(torch.log(torch.tensor([10.0, 0.1, 0.1, 10.0, 0.1, 0.1])))
+    policy = PrunePolicy(structure="neuron", auto=True)
+    assert policy.resolved_score(model) == "unit_log_alpha"
+    masks = policy.masks(model, guide)
+    assert masks.unit_keep("fc1").tolist() == [False, True, True, False, True, True]
+    assert PrunePolicy(auto=True).deletion_rules(model) is None  # a rule on units does not select single weights
