@@ -178,4 +178,7 @@ SCORE_ALIASES: dict[str, str] = {"norm": "magnitude", "l2": "magnitude", "l2_nor
 
 #: user-facing spellings of method families (see :mod:`pyrocompress.prune.methods`)
 METHOD_ALIASES: dict[str, str] = {"score": "bayes", "selfcompress": "self_compress",
-                                  "self_compression": "self_compress", "lottery_ticket": "lottery"}
+                                  "self_compression": "self_compress", "lottery_ticket": "lottery",
+                                  "svd": "sparse_vd", "sparse_variational_dropout": "sparse_vd",
+                                  "bc": "bayesian_compression", "bc_horseshoe": "bayesian_compression",
+                                  "group_horseshoe": "bayesian_compression"}

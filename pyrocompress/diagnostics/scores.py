@@ -29,6 +29,8 @@ Scores that need a posterior (``needs_posterior=True``):
   reduced by the mean, it is the fraction of the group's weights whose HDI excludes zero;
 * ``norm_hdi_low``: group-level only, from posterior draws: the lower end of the
   ``arviz.hdi`` of the group's weight norm;
+* ``relative_norm``: group-level only: the L2 norm of each unit's posterior mean divided by the
+  largest in its layer (the seed paper's "near zero": below 5%); the group horseshoe's rule;
 * ``unit_log_alpha``: group-level only, for the layers with a group prior whose unit scales have a
   posterior of their own (``guide.group_scales_of(layer)``, e.g. the normal-Jeffreys prior of
   Bayesian Compression; other layers get no score): -log alpha_i = -log(sigma_i^2 / mu_i^2) of
@@ -129,6 +131,16 @@ def _unit_log_alpha(model, guide, level: str = "group", **_) -> dict[str, torch.
     return out
 
 
+def _relative_norm(model, guide, level: str = "group", **_) -> dict[str, torch.Tensor]:
+    if level != "group":
+        raise ValueError(f"score 'relative_norm' is defined per output unit (level 'group'), not {level!r}")
+    out = {}
+    for name, _layer in model.bayes_layers():
+        norms = guide.loc_of(f"{name}.weight").detach().flatten(1).norm(dim=1)
+        out[name] = norms / norms.max().clamp_min(torch.finfo(norms.dtype).tiny)
+    return out
+
+
 @dataclass(frozen=True)
 class Score:
     """A registered importance: per-weight function, default group reduction, description.
@@ -171,6 +183,9 @@ SCORES: dict[str, Score] = {
     "norm_hdi_low": Score("norm_hdi_low", None, "none",
                           "lower end of the HDI of the group's weight norm, from posterior draws (group level only)",
                           group_fn=norm_hdi_scores),
+    "relative_norm": Score("relative_norm", None, "none", "L2 norm of a unit's posterior mean over the largest in "
+                           "its layer (the group horseshoe deletes units below 5%; group level only)",
+                           group_fn=_relative_norm),
     "unit_log_alpha": Score("unit_log_alpha", None, "none", "-log alpha of each unit's scale posterior (group "
                             "priors; Bayesian Compression deletes log alpha > 3; group level only)",
                             group_fn=_unit_log_alpha),

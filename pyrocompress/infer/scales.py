@@ -149,7 +149,9 @@ class LogNormalScales(nn.Module):
         return total
 
     def scale_parameters(self) -> list[nn.Parameter]:
-        return list(self.log_scale.values())
+        """Every parameter: all of them live in log space (log-locations and log-scales of the factors), so
+        they move at the scales' learning rate (a unit switched off needs log z to travel several units)."""
+        return list(self.loc.values()) + list(self.log_scale.values())
 
     @torch.no_grad()
     def copy_units_(self, other: "LogNormalScales", index: torch.Tensor) -> None:

@@ -317,11 +317,13 @@ class GroupHorseshoePrior(GroupScalePrior):
     inverse-Gamma variable (s^2 = s_a s_b, s_a ~ Gamma(1/2, rate 1/tau0^2), s_b ~ InvGamma(1/2, 1);
     t_i^2 = t_a t_b likewise with tau0 = 1), so that log-normal posteriors over the four sites have
     a closed-form KL. The heavy tail keeps the units the data need; the pole at zero switches off
-    the rest, whose effective weights E[z] mu then lie decades below the others: the automatic
-    (two-mode) threshold on the units' posterior-mean norms deletes them.
+    the rest, whose effective weights E[z] mu then lie decades below the others: the deletion rule
+    (:meth:`deletion_rule`) deletes the units whose posterior-mean norm is below ``threshold`` (5%)
+    of the layer's largest.
     """
 
     global_scale: float = 1e-5
+    threshold: float = 0.05
     name: str = "group_horseshoe"
     closed_form_kl: bool = True
 
@@ -332,6 +334,14 @@ class GroupHorseshoePrior(GroupScalePrior):
         if not (self.global_scale > 0 and math.isfinite(self.global_scale)):
             raise ValueError(f"GroupHorseshoePrior global_scale must be a positive finite number, got "
                              f"{self.global_scale}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"GroupHorseshoePrior threshold (a unit's norm relative to the layer's largest) must lie "
+                             f"in (0, 1), got {self.threshold}")
+
+    def deletion_rule(self) -> DeletionRule:
+        return DeletionRule("relative_norm", self.threshold,
+                            f"unit posterior-mean norm below {100 * self.threshold:g}% of the layer's largest "
+                            "(switched off by the horseshoe)")
 
     def scale_sites(self) -> dict[str, str]:
         return dict(self._SITES)
@@ -353,7 +363,7 @@ class GroupHorseshoePrior(GroupScalePrior):
                           * values["group_scale_a"] * values["group_scale_b"])
 
     def to_config(self):
-        return {"name": self.name, "global_scale": self.global_scale}
+        return {"name": self.name, "global_scale": self.global_scale, "threshold": self.threshold}
 
 
 @dataclass(repr=False)

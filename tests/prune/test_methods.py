@@ -8,8 +8,8 @@ from pyrocompress.prune.targets import AutoThreshold, Compression, Sparsity, Thr
 
 
 def test_every_family_builds_with_its_defaults_and_round_trips():
-    assert method_names(references=False) == ["bayes", "gradual", "imp", "lottery", "magnitude", "random",
-                                              "self_compress"]
+    assert method_names(references=False) == ["bayes", "bayesian_compression", "gradual", "imp", "lottery",
+                                              "magnitude", "random", "self_compress", "sparse_vd"]
     for name in METHODS:
         method = build_method(name)
         again = build_method(name, {k: v for k, v in method.to_dict()["options"].items() if v is not None})

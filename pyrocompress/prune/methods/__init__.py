@@ -9,7 +9,8 @@
 * :mod:`.registry`: :data:`METHODS`, :func:`build_method`, :func:`check_method_fits`;
 * the families: ``dense`` (:mod:`.dense`), ``bayes`` (:mod:`.bayes`), ``self_compress``
   (:mod:`.selfcompress`), ``magnitude`` and ``random`` (:mod:`.magnitude`), ``imp``
-  (:mod:`.imp`), ``lottery`` (:mod:`.lottery`), ``gradual`` (:mod:`.gradual`).
+  (:mod:`.imp`), ``lottery`` (:mod:`.lottery`), ``gradual`` (:mod:`.gradual`), ``sparse_vd`` and
+  ``bayesian_compression`` (:mod:`.sparse`: the sparsity priors' routes, with their training recipes).
 """
 from .base import TRAIN_KEYS, Method, Pruned, Recipe, check_train_overrides
 from .context import NO_PROGRESS, Context, FitOptions, Progress, initial_network

@@ -19,13 +19,14 @@ from .lottery import Lottery
 from .magnitude import Magnitude, Random
 from .options import option_names
 from .selfcompress import SelfCompress
+from .sparse import BayesianCompression, SparseVD
 
 __all__ = ["METHODS", "method_names", "method_class", "build_method", "check_method_fits", "method_for_run",
            "UnknownMethodError"]
 
 #: every method family, by name
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Dense, Bayes, SelfCompress, Magnitude, Random, IMP,
-                                                                Lottery, Gradual)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Dense, Bayes, SelfCompress, SparseVD, BayesianCompression,
+                                                                Magnitude, Random, IMP, Lottery, Gradual)}
 
 
 class UnknownMethodError(ValueError):
