@@ -9,8 +9,9 @@ Following Blalock et al. (2020), "What is the state of neural network pruning?":
 * the per-layer sparsity of every method at one operating point;
 * the kernel / neuron norm histograms of the trained networks, Bayesian (posterior mean)
   against deterministic (the figure of "Self-Compression in Bayesian Neural Networks");
-* a table: per method, the highest compression whose mean accuracy stays within 0.5 and
-  1 point of the dense network it started from, with its ECE and speed-up.
+* a table: per method, its total training epochs and the highest compression whose mean
+  accuracy stays within 0.5 and 1 point of the strongest dense network (Bayesian or
+  deterministic) trained for the same total epochs, with its ECE and speed-up.
 
 x positions are the *reached* compression ratios (mean over seeds), not the targets:
 structured methods and safety rules do not always land on the target.
@@ -33,7 +34,7 @@ from torch import nn
 from ..runs import RunError, atomic_write_bytes, load_run
 from .store import ResultsStore, StoreError
 
-__all__ = ["write_report", "summary_table", "tolerance_table", "load_results"]
+__all__ = ["write_report", "summary_table", "tolerance_table", "strongest_dense", "load_results"]
 
 _PLOTS = [
     ("accuracy", "test accuracy", False),
@@ -107,9 +108,33 @@ def summary_table(frame):
     return table
 
 
+def _is_dense(method: str) -> bool:
+    return method.startswith("dense-")
+
+
+def strongest_dense(sub, epochs: float) -> Optional[dict]:
+    """The strongest dense network of one (data set, model) at ``epochs`` total training epochs: the
+    highest mean accuracy over seeds among the dense reference trials (Bayesian or deterministic)
+    trained for those epochs, else for fewer (``equal_epochs`` False), else None."""
+    dense = sub[sub["method"].map(_is_dense)]
+    if dense.empty:
+        return None
+    agg = dense.groupby("method").agg(accuracy=("accuracy", "mean"), epochs=("epochs", "mean"))
+    equal = agg[(agg["epochs"] - epochs).abs() < 0.5]
+    fewer = agg[agg["epochs"] <= epochs + 0.5]
+    pick, at_equal = (equal, True) if not equal.empty else (fewer, False)
+    if pick.empty:
+        return None
+    best = pick.sort_values("accuracy").index[-1]
+    return {"method": best, "accuracy": float(pick.loc[best, "accuracy"]), "epochs": float(pick.loc[best, "epochs"]),
+            "equal_epochs": at_equal}
+
+
 def tolerance_table(frame, methods: list[str], tolerances=(0.5, 1.0)) -> list[dict]:
-    """Per (data set, model, method): the highest mean compression whose mean accuracy is within
-    ``tol`` points of the mean accuracy of the dense network the method started from."""
+    """Per (data set, model, method): the highest mean compression whose mean accuracy is within ``tol``
+    points of the strongest dense network (Bayesian or deterministic) trained for the method's total
+    epochs (pre-training, training and fine-tuning counted; :func:`strongest_dense`); a dense
+    reference itself is read against its own accuracy."""
     ok = frame[frame["status"] == "ok"]
     rows = []
     for (d, m), sub in ok.groupby(["dataset", "model"], sort=False):
@@ -117,12 +142,17 @@ def tolerance_table(frame, methods: list[str], tolerances=(0.5, 1.0)) -> list[di
             ms = sub[sub["method"] == method]
             if ms.empty:
                 continue
-            dense_acc = float(ms["dense_accuracy"].mean())
+            epochs = float(ms["epochs"].mean()) if "epochs" in ms else float("nan")
+            reference = None if _is_dense(method) or not math.isfinite(epochs) else strongest_dense(sub, epochs)
+            if reference is None:
+                reference = {"method": method if _is_dense(method) else "its own",
+                             "accuracy": float(ms["dense_accuracy"].mean()), "epochs": epochs, "equal_epochs": True}
+            dense_acc = reference["accuracy"]
             agg = ms.groupby("operating_point").agg(accuracy=("accuracy", "mean"), compression=("compression", "mean"),
                                                     ece=("ece", "mean"), speedup=("speedup", "mean"),
                                                     seeds=("accuracy", "count"))
             row = {"dataset": d, "model": m, "method": method, "kind": ms["kind"].iloc[0],
-                   "dense_accuracy": dense_acc}
+                   "dense_accuracy": dense_acc, "epochs": epochs, "reference": reference}
             for tol in tolerances:
                 good = agg[agg["accuracy"] >= dense_acc - tol / 100.0]
                 if good.empty:
@@ -172,7 +202,7 @@ def _curve_figure(frame, panels, methods, colors, metric: str, label: str, log_y
             agg = ms.groupby("operating_point").agg(x=("compression", "mean"), y=(metric, "mean"),
                                                     s=(metric, "std"), n=(metric, "count")).sort_values("x")
             s = agg["s"].fillna(0.0).to_numpy()
-            if method in _DENSE:
+            if _is_dense(method):
                 ax.axhline(agg["y"].iloc[0], color=colors[method], ls="--", lw=1,
                            label=f"{method} ({agg['y'].iloc[0]:.3g})")
                 if s[0] > 0:
@@ -218,7 +248,7 @@ def _sparsity_figure(frame, panels, methods, colors, op: str) -> Optional[bytes]
     fig, axes = _grid(len(panels))
     for ax, (d, m) in zip(axes, panels):
         sub = ok[(ok["dataset"] == d) & (ok["model"] == m)]
-        present = [x for x in methods if x in set(sub["method"]) and x not in _DENSE]
+        present = [x for x in methods if x in set(sub["method"]) and not _is_dense(x)]
         layers: list[str] = []
         for entry in sub["layers"]:
             for name in (entry or {}):
@@ -310,12 +340,15 @@ def _fmt(v, digits=3) -> str:
 
 
 def _tolerance_rows(tol_rows) -> tuple[list[str], list[list[str]]]:
-    header = ["data set", "model", "method", "starts from", "dense acc.",
+    header = ["data set", "model", "method", "starts from", "total epochs", "strongest dense (epochs)", "dense acc.",
               "max compr. (\u22640.5 pt)", "acc.", "ECE", "speed-up",
               "max compr. (\u22641 pt)", "acc.", "ECE", "speed-up"]
     body = []
     for r in tol_rows:
-        line = [r["dataset"], r["model"], r["method"], r["kind"], _fmt(r["dense_accuracy"], 4)]
+        ref = r["reference"]
+        ref_text = f"{ref['method']} ({ref['epochs']:.0f}{'' if ref['equal_epochs'] else ', fewer epochs'})"
+        line = [r["dataset"], r["model"], r["method"], r["kind"], f"{r['epochs']:.0f}", ref_text,
+                _fmt(r["dense_accuracy"], 4)]
         for tol in (0.5, 1.0):
             e = r.get(tol)
             if e is None:
@@ -400,7 +433,7 @@ def write_report(study_dir: str | os.PathLike, out: Optional[str | os.PathLike] 
     for name, _, _, data in figures:
         atomic_write_bytes(out / "figures" / name, data)
 
-    tol_header, tol_body = _tolerance_rows(tolerance_table(frame, [m for m in methods if m not in _DENSE]))
+    tol_header, tol_body = _tolerance_rows(tolerance_table(frame, [m for m in methods if not _is_dense(m)]))
     pts_header, pts_body = _points_rows(frame, methods)
     failed = frame[frame["status"] != "ok"]
     n_ok = int((frame["status"] == "ok").sum())
@@ -408,7 +441,7 @@ def write_report(study_dir: str | os.PathLike, out: Optional[str | os.PathLike] 
     intro = (f"Study **{cfg.get('name', study_dir.name)}** (configuration hash `{meta.get('config_hash')}`): "
              f"{n_ok} finished trials, {len(failed)} failed; data sets "
              f"{', '.join(sorted(set(frame['dataset'])))}; models {', '.join(sorted(set(frame['model'])))}; "
-             f"seeds {seeds}; methods {', '.join(m for m in methods if m not in _DENSE)}.")
+             f"seeds {seeds}; methods {', '.join(m for m in methods if not _is_dense(m))}.")
     notes = ("Compression ratio = parameters of the dense network / nonzero parameters of the pruned one "
              "(structured methods count the physically shrunk network). Theoretical speed-up = dense "
              "multiply-adds / nonzero multiply-adds. Bayesian metrics are those of the posterior predictive "
@@ -418,8 +451,10 @@ def write_report(study_dir: str | os.PathLike, out: Optional[str | os.PathLike] 
              "x positions are reached (not target) compression ratios, mean over seeds; error bars one standard "
              "deviation over seeds. Dashed lines: the dense networks.")
     tol_note = ("Highest compression whose mean accuracy over seeds stays within 0.5 (1) percentage points of the "
-                "mean accuracy of the dense network the method starts from; \u2018none\u2019: no operating point "
-                "does.")
+                "strongest dense network, Bayesian or deterministic, trained for the method's total epochs "
+                "(pre-training, training and fine-tuning counted; the study trains a deterministic twin for every "
+                "such budget; \u2018fewer epochs\u2019 marks a reference trained for fewer); \u2018none\u2019: no "
+                "operating point does.")
 
     md = [f"# Pruning study report: {cfg.get('name', study_dir.name)}", "", intro, "", notes, "",
           "## Compression within 0.5 and 1 point of dense accuracy", "", tol_note, "",

@@ -152,12 +152,29 @@ class StudyConfig:
     # -- what runs
     def recipes(self) -> list[Recipe]:
         """The trained networks every (data set, model, seed) needs: the Bayesian network and its
-        deterministic twin, then each distinct recipe of the methods, in order of appearance."""
+        deterministic twin, then each distinct recipe of the methods, in order of appearance, and a
+        deterministic twin trained for each other total number of epochs a recipe uses (pre-training
+        included), so that every method has a dense reference at equal total epochs."""
         out = [Recipe(Kind.BAYESIAN), Recipe(Kind.DETERMINISTIC)]  # the twin is what ``init_from`` starts from
         for m in self.methods:
             if m.recipe not in out:
                 out.append(m.recipe)
+        twin_epochs = self._epochs(Recipe(Kind.DETERMINISTIC))
+        for budget in sorted({self._epochs(r) for r in out if r.overrides} - {twin_epochs}):
+            twin = Recipe(Kind.DETERMINISTIC, {"epochs": budget})
+            if twin not in out:
+                out.append(twin)
         return out
+
+    def _epochs(self, recipe: Recipe) -> int:
+        """Total training epochs of a recipe's network (the twin's epochs count when it starts from it).
+
+        Per-model ``[[models]] train`` overrides of the epochs are not looked at (the study-wide values are)."""
+        section = self.bayesian if recipe.kind is Kind.BAYESIAN else self.deterministic
+        epochs = int(recipe.overrides.get("epochs", section.get("epochs", self.train.get("epochs", 10))))
+        if recipe.init_from:
+            epochs += int(self.deterministic.get("epochs", self.train.get("epochs", 10)))
+        return epochs
 
     def all_methods(self) -> list[MethodSpec]:
         """The dense reference of every trained network first, then the configured methods."""

@@ -38,8 +38,13 @@ def test_recipes_are_trained_once_after_their_twin_and_every_row_counts_its_epoc
     result = run_study(cfg, tmp_path / "s", progress=False)
     assert result.ok
     label = cfg.methods[1].recipe.label
+    # a deterministic twin trained for the recipe's total epochs (1 of pre-training + 2) is the reference at
+    # equal epochs
+    twin3 = [r for r in cfg.recipes() if r.kind.value == "deterministic" and r.overrides == {"epochs": 3}]
+    assert len(twin3) == 1
     runs = sorted(p.name for p in (tmp_path / "s" / "runs" / "digits" / "mlp" / "seed0").iterdir())
-    assert runs == sorted(["bayesian", "deterministic", label])  # the two methods share one recipe network
+    # the two methods share one recipe network
+    assert runs == sorted(["bayesian", "deterministic", label, twin3[0].label])
     config = json.loads((tmp_path / "s" / "runs" / "digits" / "mlp" / "seed0" / label / "config.json").read_text())
     assert config["train"]["init_from"].endswith("seed0/deterministic") and config["train"]["epochs"] == 2
     table = pd.read_csv(tmp_path / "s" / "results.csv").set_index("trial_id")
@@ -50,3 +55,14 @@ def test_recipes_are_trained_once_after_their_twin_and_every_row_counts_its_epoc
     assert (twin["epochs"] == twin["pretrain_epochs"] + twin["train_epochs"] + twin["finetune_epochs"]).all()
     plain = table[table["method"] == "bnn-snr"]
     assert (plain["pretrain_epochs"] == 0).all() and (plain["recipe"] == "bayesian").all()
+
+    # the report reads every method against the strongest dense network at its total epochs
+    from pyrocompress.study.report import load_results, tolerance_table
+
+    frame, _ = load_results(tmp_path / "s")
+    rows = {r["method"]: r for r in tolerance_table(frame, ["bnn-twin", "bnn-snr"])}
+    assert rows["bnn-twin"]["epochs"] == 3 and rows["bnn-twin"]["reference"]["equal_epochs"]
+    assert rows["bnn-twin"]["reference"]["method"] in (f"dense-{label}", f"dense-{twin3[0].label}")
+    dense3 = frame[frame["method"].isin([f"dense-{label}", f"dense-{twin3[0].label}"])]
+    assert rows["bnn-twin"]["dense_accuracy"] == pytest.approx(float(dense3.groupby("method")["accuracy"].mean().max()))
+    assert rows["bnn-snr"]["reference"]["method"] in ("dense-bayesian", "dense-deterministic")
