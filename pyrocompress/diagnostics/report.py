@@ -8,6 +8,8 @@ from typing import Optional
 import pandas as pd
 import xarray as xr
 
+from ..infer.fit import check_scales_moved
+from ..infer.guides import is_posterior_guide
 from ..runs import RunError, atomic_write_text, load_run
 from . import _arviz
 from ._posterior import check_draws, posterior_view
@@ -50,6 +52,7 @@ def diagnose(model, guide, out_dir: Optional[str | Path] = None, draws: int = 0,
     threshold = _check_threshold(threshold)
     check_draws(draws, "draws", allow_zero=True)
     check_draws(group_draws, "group_draws", allow_zero=True)
+    untrained = check_scales_moved(guide, "diagnose") if is_posterior_guide(guide) else None
     view = posterior_view(model, guide, seed=seed)
     idata = to_inference_data(model, guide, draws=draws, group_draws=group_draws, seed=seed, view=view)
     post = _arviz.get_group(idata, "posterior")
@@ -63,6 +66,8 @@ def diagnose(model, guide, out_dir: Optional[str | Path] = None, draws: int = 0,
     redundancy = xr.merge([group_level, in_level], combine_attrs="drop_conflicts")
     redundancy.attrs.update({"convention": "importance: higher = keep, lower = redundant", "hdi_prob": hdi_prob,
                              "delta": delta})
+    if untrained:
+        redundancy.attrs["warning"] = untrained
     idata.add_groups(redundancy=redundancy)
     table = summary(model, guide, threshold=threshold, hdi_prob=hdi_prob, draws=0, seed=seed, view=view,
                     norm_draws=norm_draws)

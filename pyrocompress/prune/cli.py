@@ -13,7 +13,8 @@ from typing import Any
 
 from ..diagnostics.scores import score_names
 from ..metrics import EVAL_ESTIMATORS, resolve_eval_estimator
-from ..names import GradualStart, Schedule, Scope, Structure
+from ..infer.fit import check_scales_moved
+from ..names import GradualStart, Kind, Schedule, Scope, Structure
 from ..runs import load_run
 from .methods import Context, OptionError, method_class, method_for_run, method_names
 from .outputs import HistoryRecorder, OutputOptions, print_summary, write_outputs
@@ -62,6 +63,8 @@ def _run(args: argparse.Namespace, family: str, options: dict[str, Any]) -> tupl
         flag = f"{_flag(exc.key)}: " if exc.key in OPTION_FLAGS else ""
         raise ValueError(f"{flag}{exc}") from None
     method.check_target(target)
+    if run.is_bayesian and method.start() is Kind.BAYESIAN:
+        check_scales_moved(run.guide, f"{args.command} {run.path}")  # a warning with the fix; the work goes on
     data = run.load_data()
     estimator = resolve_eval_estimator(args.eval_estimator, run.config.get("train", {}).get("estimator"))
     split = data.val if len(data.val) > 0 else data.test

@@ -130,7 +130,9 @@ def test_a_training_recipe_gets_its_own_network_and_dense_reference():
     svd = cfg.methods[1]
     assert svd.recipe.overrides == {"prior": "log_uniform", "kl_anneal_epochs": 2, "init_from": "deterministic"}
     labels = [r.label for r in cfg.recipes()]
-    assert labels[:2] == ["bayesian", "deterministic"] and labels[2].startswith("bayesian-") and len(labels) == 3
+    # the recipe's network, and a deterministic twin at its total epochs (the strongest dense reference)
+    assert labels[:2] == ["bayesian", "deterministic"] and labels[2].startswith("bayesian-") and len(labels) == 4
+    assert labels[3].startswith("deterministic-")
     names = [m.name for m in cfg.all_methods()]
     assert names[:3] == ["dense-bayesian", "dense-deterministic", f"dense-{labels[2]}"]
     values = cfg.train_config(cfg.datasets[0], cfg.models[0], 0, svd.recipe)
