@@ -37,7 +37,8 @@ def _model(args):
 
 def main(argv=None) -> dict:
     from pyrocompress.data import load_dataset
-    from pyrocompress.metrics import classification_metrics, predictive_probs
+    from pyrocompress.infer.predictive import predictive_probs
+    from pyrocompress.metrics import classification_metrics
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="lenet5", help="zoo model (without --run-dir): lenet5, kernelnet, mlp")

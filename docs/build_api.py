@@ -23,6 +23,7 @@ MODULES = [
     "pyrocompress.infer.elbo",
     "pyrocompress.infer.fit",
     "pyrocompress.infer.moments",
+    "pyrocompress.infer.predictive",
     "pyrocompress.infer.reference",
     "pyrocompress.infer.relabel",
     "pyrocompress.metrics",

@@ -1,7 +1,8 @@
 """pyrocompress: Bayesian neural networks as Pyro models, self-compressed by their posteriors."""
 from .data import DataBundle, from_arrays, load_dataset
 from .infer import MeanFieldGuide, fit, fit_deterministic, make_guide
-from .metrics import evaluate, parameter_counts
+from .infer.predictive import evaluate
+from .metrics import parameter_counts
 from .nn import BayesianModel, bayesianize, build_model
 from .prune.export import load_compressed
 

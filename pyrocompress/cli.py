@@ -76,7 +76,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .infer.guides import posterior_mean_network
-    from .metrics import evaluate, predictive_estimator
+    from .infer.predictive import evaluate, predictive_estimator
     from .runs import load_run, write_json
 
     run = load_run(args.run_dir)

@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 
 from ..data import Batches, DataBundle, DataError, Split
 from .._scope import pyro_scope
-from ..metrics import classification_metrics, network_probs, predictive_estimator, predictive_probs
+from ..metrics import classification_metrics
 from ..nn.model import BayesianModel
 from .elbo import MeanFieldELBO
 from .guides import MeanFieldGuide
+from .predictive import network_probs, predictive_estimator, predictive_probs
 
 __all__ = ["fit", "fit_deterministic", "FitResult", "DivergenceError", "resolve_device", "OPTIMIZERS",
            "LR_SCHEDULES"]

@@ -43,7 +43,8 @@ import torch
 from torch import nn
 
 from ..data import Batches, DataBundle
-from ..metrics import classification_metrics, network_probs
+from ..infer.predictive import network_probs
+from ..metrics import classification_metrics
 from ..nn.model import BayesianModel
 from .masks import Masks, layer_shapes
 from .masks import prunable_layers as _core_prunable

@@ -66,14 +66,14 @@ def _val(data):
 
 def eval_estimator_of(run, args: argparse.Namespace) -> str:
     """The posterior predictive's estimator: ``--eval-estimator``, or with ``auto`` the one the run
-    was trained for (its own propagated moments after moment propagation, else local reparameterization)."""
-    from ..metrics import resolve_eval_estimator
+    was trained for (its own propagated moments after moment propagation, else weight sampling)."""
+    from ..infer.predictive import resolve_eval_estimator
 
     return resolve_eval_estimator(getattr(args, "eval_estimator", None), run.config.get("train", {}).get("estimator"))
 
 
 def _bayes_eval(model, guide, split, samples: int, seed: int, estimator: str = "local_reparam") -> dict[str, float]:
-    from ..metrics import evaluate
+    from ..infer.predictive import evaluate
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -82,7 +82,8 @@ def _bayes_eval(model, guide, split, samples: int, seed: int, estimator: str = "
 
 def _stage_row(stage: str, model, guide, net, split, samples: int, seed: int, seconds: float,
                estimator: str = "local_reparam") -> dict[str, Any]:
-    from ..metrics import evaluate, parameter_counts
+    from ..infer.predictive import evaluate
+    from ..metrics import parameter_counts
     from .shrink import unit_sizes
 
     if model is not None:
@@ -157,7 +158,7 @@ ARGUMENT_HOOKS: list[Callable[[argparse.ArgumentParser], None]] = []
 def write_outputs(out: str | Path, run, data, outcome: PruneOutcome, args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate the compressed network against the run's dense one; write metrics, history, export."""
     from ..infer.guides import posterior_mean_network
-    from ..metrics import evaluate
+    from ..infer.predictive import evaluate
     from ..runs import save_run, write_csv, write_json
     from .compression import compression_report, posterior_scales
     from .export import export_network
@@ -260,7 +261,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, structure: str, score: str) -> None:
     from ..diagnostics.scores import score_names
-    from ..metrics import EVAL_ESTIMATORS
+    from ..infer.predictive import EVAL_ESTIMATORS
     from .policy import STRUCTURES
 
     p.add_argument("run_dir", help="run directory written by `pyrocompress train --out`")
@@ -277,7 +278,7 @@ def _common(p: argparse.ArgumentParser, structure: str, score: str) -> None:
     p.add_argument("--eval-estimator", default="auto",
                    choices=EVAL_ESTIMATORS,
                    help="how the posterior predictive is drawn (auto: as the run was trained; its own moments "
-                        "after moment propagation, else local_reparam; weight_sampling is 3-4x cheaper on CNNs)")
+                        "after moment propagation, else weight_sampling; local_reparam draws per example)")
     p.add_argument("--latency-repeats", type=int, default=50, help="forward passes timed for the latency median")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--seed", type=int, default=0)

@@ -223,7 +223,7 @@ def compression_report(net: nn.Module, input_shape: Sequence[int], reference: Op
     posterior-guided bit widths; ``split`` (a data split with ``.x``, ``.y``) adds the
     accuracy before and after that quantisation.
     """
-    from ..metrics import evaluate
+    from ..infer.predictive import evaluate
 
     reference = net if reference is None else reference
     stats = layer_stats(net, input_shape)

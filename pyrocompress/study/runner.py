@@ -208,7 +208,7 @@ def _probs(pruned, x, samples: int, seed: int, estimator: str = "local_reparam")
     """Test-time class probabilities (posterior predictive for a Bayesian network), seeded."""
     import pyro
 
-    from ..metrics import network_probs, predictive_probs
+    from ..infer.predictive import network_probs, predictive_probs
 
     pyro.set_rng_seed(seed)
     if pruned.is_bayesian:
@@ -331,7 +331,7 @@ def _trial(payload: dict) -> dict:
     train_cfg = dict(run.config.get("train", {}))
     dense = Pruned(model=run.model, guide=run.guide) if run.is_bayesian else Pruned(net=run.net)
     samples = int(payload["eval_samples"])
-    from ..metrics import resolve_eval_estimator
+    from ..infer.predictive import resolve_eval_estimator
 
     estimator = resolve_eval_estimator(payload.get("eval_estimator"), train_cfg.get("estimator"))
     eval_seed = _seed_of("eval", row["dataset"], row["model"], row["seed"])
