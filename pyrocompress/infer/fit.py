@@ -40,6 +40,7 @@ __all__ = ["fit", "fit_deterministic", "FitResult", "DivergenceError", "resolve_
 
 OPTIMIZERS = ("adam", "clipped_adam", "sgd")
 LR_SCHEDULES = (None, "constant", "cosine", "step")
+_VAL_SEED_OFFSET = 7919  # validation's random stream: seed + this, in every epoch
 
 
 class DivergenceError(RuntimeError):
@@ -204,8 +205,13 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                       "kl": sums["kl"], "kl_weight": kl_w, "lr": opt.param_groups[0]["lr"],
                       "seconds": time.perf_counter() - t0}
             if len(data.val) > 0:
+                t_val = time.perf_counter()
                 val = evaluate_val(data.val)
-                record.update({"val_accuracy": val["accuracy"], "val_nll": val["nll"]})
+                val_seconds = time.perf_counter() - t_val
+                record.update({"val_accuracy": val["accuracy"], "val_nll": val["nll"], "val_seconds": val_seconds,
+                               "val_share": val_seconds / max(record["seconds"] + val_seconds, 1e-12)})
+                if "samples" in val:
+                    record["val_samples"] = val["samples"]
             result.history.append(record)
             result.epochs = epoch
             current = record.get("val_nll", -epoch)
@@ -239,7 +245,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         lr: float = 1e-3, optimizer: str = "adam", estimator: str = "local_reparam", elbo: Optional[ELBO] = None,
         num_particles: int = 1, kl_weight: float = 1.0, kl_anneal_epochs: int = 0,
         lr_schedule: Optional[str] = None, seed: int = 0, device: str | torch.device = "auto",
-        patience: Optional[int] = None, clip_norm: Optional[float] = None, val_samples: int = 8,
+        patience: Optional[int] = None, clip_norm: Optional[float] = None, val_samples: int = 4,
         checkpoint: Optional[Callable[[int], None]] = None, progress: bool = False,
         validate_args: bool = False, step_hook: Optional[Callable] = None) -> FitResult:
     """Train a Bayesian model with SVI and return what happened.
@@ -254,6 +260,15 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
     called when the validation NLL improves and on divergence with the last good state.
     Pyro's argument validation is off unless ``validate_args`` (it costs ms per step).
     ``step_hook(model, guide)`` runs after every optimiser step (pruning masks use it).
+
+    Validation (every epoch, on ``data.val``) is the posterior predictive with ``val_samples``
+    samples (the estimator :func:`~pyrocompress.infer.predictive.predictive_estimator` picks),
+    drawn from a random stream of its own that is the same in every epoch: epochs are compared
+    on common random numbers, and training draws the same noise whatever the validation costs.
+    Its cost is ``val_samples`` forward passes over the validation split; the default of 4 keeps
+    it near 10% of a weight-sampling epoch of kernelnet on Fashion-MNIST (8 samples: 20%, see
+    docs/performance.md). ``history`` records ``val_seconds``, ``val_share`` (of the epoch, training
+    plus validation) and ``val_samples``.
     """
     if not isinstance(model, BayesianModel):
         raise TypeError("fit() trains a pyrocompress BayesianModel; use fit_deterministic() for plain networks")
@@ -261,7 +276,9 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_positive(lr=lr, val_samples=val_samples, clip_norm=clip_norm)
+    _check_positive(lr=lr, clip_norm=clip_norm)
+    if isinstance(val_samples, bool) or not isinstance(val_samples, int) or val_samples <= 0:
+        raise ValueError(f"val_samples must be a positive integer, got {val_samples!r}")
     if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0 and math.isfinite(kl_weight)):
         raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
@@ -312,8 +329,13 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
                 return elbo.differentiable_loss(model, guide, xb, yb), {"loss": None}, None
 
         def evaluate_val(split: Split) -> dict:
-            probs = predictive_probs(model, guide, split.x, num_samples=val_samples, estimator=val_estimator)
-            return classification_metrics(probs, split.y)
+            # validation draws from its own random stream, the same in every epoch: epochs are compared
+            # on common random numbers (less Monte Carlo noise in early stopping), and training draws
+            # the same noise whatever the validation policy
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                torch.manual_seed(seed + _VAL_SEED_OFFSET)
+                probs = predictive_probs(model, guide, split.x, num_samples=val_samples, estimator=val_estimator)
+            return dict(classification_metrics(probs, split.y), samples=val_samples)
 
         result = _train_loop(modules=modules, params=params, step_terms=step_terms, evaluate_val=evaluate_val,
                              data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,

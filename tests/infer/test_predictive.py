@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrocompress.infer import make_guide
+from pyrocompress.infer import fit, make_guide
 from pyrocompress.infer.estimators import FrozenDraw, WeightSampling, make_estimator
 from pyrocompress.infer.predictive import (DEFAULT_MEMORY_BUDGET, evaluate, network_probs, predictive_batch_size,
                                            predictive_estimator, predictive_probs, resolve_eval_estimator)
@@ -211,6 +211,24 @@ def test_auto_estimator_names():
     assert resolve_eval_estimator("auto", "flipout") == "weight_sampling"
     assert resolve_eval_estimator(None, None) == "weight_sampling"
     assert resolve_eval_estimator("local_reparam", "weight_sampling") == "local_reparam"
+
+
+def test_fit_records_validation_cost_and_validation_does_not_change_training(digits):
+    results = []
+    for val_samples in (1, 3):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+        model = BayesianModel.from_module(net, 10)
+        guide = make_guide(model)
+        result = fit(model, guide, digits, epochs=2, estimator="weight_sampling", seed=0, val_samples=val_samples,
+                     device="cpu")
+        results.append((guide.loc_of("1.weight").detach().clone(), result))
+    (w1, r1), (w3, r3) = results
+    assert torch.equal(w1, w3)  # validation draws from its own random stream
+    for rec in r3.history:
+        assert rec["val_samples"] == 3 and rec["val_seconds"] >= 0 and 0 <= rec["val_share"] < 1
+    with pytest.raises(ValueError, match="val_samples must be a positive integer"):
+        fit(model, guide, digits, epochs=1, val_samples=0)
 
 
 def test_metrics_does_not_import_infer():
