@@ -174,19 +174,29 @@ def _noise_passes(x: torch.Tensor, num_samples: int, batch: int, acc: _Accumulat
 
 class _CachedInputLRT(LocalReparameterization):
     """Local reparameterization that keeps a layer's pre-activation mean and standard deviation
-    while its input tensor is the same object: the first Bayesian layer sees the same data batch
-    in all S passes, so its two convolutions / matmuls run once per batch, not once per sample."""
+    while its input is the same data: the first Bayesian layer sees the same batch in all S
+    passes, so its two convolutions / matmuls run once per batch, not once per sample.
+
+    The input is recognised by its memory (pointer, shape, strides) and version counter, not by
+    object identity, so a fresh view of the same batch (``nn.Flatten``) hits; the kept input
+    reference keeps that memory from being reused for other data meanwhile.
+    """
 
     def __init__(self, guide, layer: BayesLayer) -> None:
         super().__init__(guide)
         self.layer = layer
-        self._kept: Optional[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = None
+        self._kept: Optional[tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor]] = None
+
+    @staticmethod
+    def _key(x: torch.Tensor) -> tuple:
+        return x.data_ptr(), tuple(x.shape), x.stride(), x._version, x.dtype, x.device
 
     def compute(self, layer, x):
         if layer is not self.layer:
             return super().compute(layer, x)
+        key = self._key(x)
         kept = self._kept
-        if kept is None or kept[0] is not x or kept[1] != x._version:
+        if kept is None or kept[0] != key:
             self._kept = kept = None  # free the last batch's moments before computing the next
             lw, sw, lb, sb = self._params(layer)
             mean = layer.op(x, lw, lb)
@@ -195,7 +205,7 @@ class _CachedInputLRT(LocalReparameterization):
                            None if sb is None else sb * sb)
             if sb is None:
                 var = var + _TINY
-            kept = self._kept = (x, x._version, mean, var.sqrt_())
+            kept = self._kept = (key, x, mean, var.sqrt_())
         _, _, mean, std = kept
         return torch.addcmul(mean, std, torch.randn_like(mean))
 

@@ -236,3 +236,18 @@ def test_metrics_does_not_import_infer():
     modules = [node.module or "" for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)]
     modules += [a.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import) for a in node.names]
     assert not any("infer" in m for m in modules), modules
+
+
+def test_lrt_keeps_the_first_layers_moments_across_passes_even_behind_a_flatten(monkeypatch):
+    """kernelnet and the MLP reach their first Bayesian layer through views (Flatten): still one
+    mean and one variance product per batch, not per sample."""
+    from pyrocompress.nn.layers import BayesLinear
+
+    model, guide, x = _model(conv=False)  # Flatten, then the first Linear
+    calls = []
+    real = BayesLinear.op
+    monkeypatch.setattr(BayesLinear, "op", lambda self, *a: calls.append(self) or real(self, *a))
+    predictive_probs(model, guide, x, num_samples=5, estimator="local_reparam")
+    first = model.net[1]
+    # one product in the shape probe (posterior mean), then mean and variance once for all 5 passes
+    assert sum(1 for layer in calls if layer is first) == 3
