@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-__all__ = ["main", "build_parser", "COMMAND_MODULES", "parse_options", "UserError"]
+__all__ = ["main", "build_parser", "COMMAND_MODULES", "COMMAND_OWNERS", "parse_options", "UserError"]
 
 COMMAND_MODULES: list[str] = [
     "pyrocompress.cli",
@@ -140,16 +140,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_evaluate)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: the module of ``COMMAND_MODULES`` that registers each sub-command. For start-up time, ``main``
+#: imports only the module of the command it runs (prune, diagnostics and study pull in xarray,
+#: pandas and scikit-learn, which ``train`` and ``evaluate`` never use); help imports them all
+COMMAND_OWNERS: dict[str, str] = {
+    "train": "pyrocompress.cli", "evaluate": "pyrocompress.cli", "diagnose": "pyrocompress.diagnostics.cli",
+    "prune": "pyrocompress.prune.cli", "compress": "pyrocompress.prune.cli", "study": "pyrocompress.study.cli",
+    "report": "pyrocompress.study.cli", "reference": "pyrocompress.infer.reference_cli",
+}
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, or with ``command`` only of the module that registers it."""
     parser = argparse.ArgumentParser(prog="pyrocompress", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
+    modules = [COMMAND_OWNERS[command]] if command in COMMAND_OWNERS else COMMAND_MODULES
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     from .data import DataError
     from .infer.fit import DivergenceError
