@@ -55,7 +55,7 @@ def _agree_within_mc_error(a: torch.Tensor, b: torch.Tensor) -> None:
 @pytest.mark.parametrize("estimator", ["weight_sampling", "local_reparam", "flipout"])
 def test_new_predictive_has_the_old_paths_distribution(conv, estimator):
     model, guide, x = _model(conv)
-    s = 1500
+    s = 800
     pyro.set_rng_seed(1)
     new = predictive_probs(model, guide, x, num_samples=s, estimator=estimator, return_samples=True,
                            batch_size=4)  # two batches: draws must not depend on the batching
@@ -74,8 +74,8 @@ def test_for_linear_layers_weight_sampling_is_the_local_reparameterization_predi
     sampling: for Linear layers every example's predictive distribution is the same."""
     model, guide, x = _model(conv=False)
     pyro.set_rng_seed(2)
-    ws = predictive_probs(model, guide, x, num_samples=1500, estimator="weight_sampling", return_samples=True)
-    old_lrt = _old_path(model, guide, x, 1500, "local_reparam")
+    ws = predictive_probs(model, guide, x, num_samples=800, estimator="weight_sampling", return_samples=True)
+    old_lrt = _old_path(model, guide, x, 800, "local_reparam")
     _agree_within_mc_error(ws, old_lrt)
 
 
