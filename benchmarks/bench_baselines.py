@@ -38,7 +38,7 @@ import torch
 
 from pyrocompress.data import load_dataset
 from pyrocompress.infer import fit_deterministic
-from pyrocompress.metrics import evaluate
+from pyrocompress.infer.predictive import evaluate
 from pyrocompress.nn import build_model
 from pyrocompress.prune import baselines as B
 from pyrocompress.prune.compression import compression_report

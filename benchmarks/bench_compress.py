@@ -36,7 +36,7 @@ import torch
 
 from pyrocompress.data import load_dataset
 from pyrocompress.infer import fit, fit_deterministic, make_guide, posterior_mean_network
-from pyrocompress.metrics import evaluate
+from pyrocompress.infer.predictive import evaluate
 from pyrocompress.nn import BayesianModel, build_model
 from pyrocompress.prune import Masks, layer_shapes, self_compress, shrink
 from pyrocompress.prune.compression import compression_report, measure_latency, posterior_scales

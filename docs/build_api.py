@@ -27,6 +27,7 @@ MODULES = [
     "pyrocompress.infer.fit",
     "pyrocompress.infer.moments",
     "pyrocompress.infer.nuts",
+    "pyrocompress.infer.predictive",
     "pyrocompress.infer.relabel",
     "pyrocompress.metrics",
     "pyrocompress.runs",

@@ -19,14 +19,13 @@ compressed network::
 The packages below are layered (data -> nn -> infer -> diagnostics -> prune -> study -> cli;
 see docs/architecture.md).
 """
-from .api import prune, score
+import importlib
+
 from .data import DataBundle, from_arrays, load_dataset
-from .diagnostics import diagnose
 from .infer import MeanFieldGuide, fit, fit_deterministic, make_guide
-from .metrics import evaluate, parameter_counts
+from .infer.predictive import evaluate
+from .metrics import parameter_counts
 from .nn import BayesianModel, bayesianize, build_model
-from .prune import Pruned, load_compressed, self_compress
-from .study import load_config, run_study
 
 __version__ = "0.1.0"
 
@@ -35,3 +34,19 @@ __all__ = [
     "self_compress", "run_study", "load_compressed", "load_config", "DataBundle", "from_arrays", "MeanFieldGuide",
     "fit_deterministic", "parameter_counts", "BayesianModel", "Pruned", "__version__",
 ]
+
+
+#: names imported on first use, for start-up time: the diagnostics, prune and study layers pull in
+#: xarray, pandas and scikit-learn, which `import pyrocompress` and the train/evaluate commands never use
+_LAZY = {"diagnose": ".diagnostics", "prune": ".api", "score": ".api", "Pruned": ".prune",
+         "self_compress": ".prune", "load_compressed": ".prune", "load_config": ".study", "run_study": ".study"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

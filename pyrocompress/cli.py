@@ -1,6 +1,6 @@
 """The ``pyrocompress`` command line: the top layer, above every package it drives.
 
-Sub-commands are contributed by the ``register(subparsers)`` functions in :data:`COMMANDS`
+Sub-commands are contributed by the ``register(subparsers)`` functions of :data:`COMMAND_MODULES`
 (``train`` and ``evaluate`` here; ``diagnose``, ``reference``, ``prune``, ``compress``,
 ``study`` and ``report`` in their packages' ``cli`` modules), each adding its parser(s) with
 ``set_defaults(func=...)``. Errors in what the user gave (names, shapes, files) end with a
@@ -9,26 +9,32 @@ one-line message and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .data import DATASETS, DataError
-from .diagnostics import cli as diagnostics_cli
-from .diagnostics import reference_cli
 from .infer.estimators import ESTIMATORS
 from .infer.fit import LR_SCHEDULES, OPTIMIZERS, DivergenceError
 from .infer.guides import GUIDES, posterior_mean_network
-from .metrics import evaluate, predictive_estimator
+from .infer.predictive import evaluate, predictive_estimator
 from .nn.priors import PRIORS
 from .nn.zoo import MODELS
-from .prune import cli as prune_cli
 from .runs import RunError, load_run, write_json
-from .study import cli as study_cli
 from .training import TrainConfig, train
 
-__all__ = ["main", "build_parser", "COMMANDS", "parse_options", "UserError"]
+__all__ = ["main", "build_parser", "COMMAND_MODULES", "COMMAND_OWNERS", "parse_options", "UserError"]
+
+#: the modules whose ``register(subparsers)`` add the sub-commands, in the order of ``pyrocompress --help``
+COMMAND_MODULES: list[str] = [
+    "pyrocompress.cli",
+    "pyrocompress.diagnostics.cli",
+    "pyrocompress.prune.cli",
+    "pyrocompress.study.cli",
+    "pyrocompress.diagnostics.reference_cli",
+]
 
 
 class UserError(Exception):
@@ -141,21 +147,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_evaluate)
 
 
-#: the functions adding the sub-commands, in the order of ``pyrocompress --help``
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    register, diagnostics_cli.register, prune_cli.register, study_cli.register, reference_cli.register]
+#: the module of ``COMMAND_MODULES`` that registers each sub-command. For start-up time, ``main``
+#: imports only the module of the command it runs (prune, diagnostics and study pull in xarray,
+#: pandas and scikit-learn, which ``train`` and ``evaluate`` never use); help imports them all
+COMMAND_OWNERS: dict[str, str] = {
+    "train": "pyrocompress.cli", "evaluate": "pyrocompress.cli", "diagnose": "pyrocompress.diagnostics.cli",
+    "prune": "pyrocompress.prune.cli", "compress": "pyrocompress.prune.cli", "study": "pyrocompress.study.cli",
+    "report": "pyrocompress.study.cli", "reference": "pyrocompress.diagnostics.reference_cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, or with ``command`` only of the module that registers it."""
     parser = argparse.ArgumentParser(prog="pyrocompress", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
-        add(sub)
+    modules = [COMMAND_OWNERS[command]] if command in COMMAND_OWNERS else COMMAND_MODULES
+    for name in modules:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

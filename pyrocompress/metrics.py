@@ -1,29 +1,21 @@
 """Metrics: functions of class probabilities and labels, and parameter counts.
 
 Predictive metrics (accuracy, NLL, ECE with 15 bins, Brier score, predictive entropy)
-are computed from class probabilities; :func:`agreement`, :func:`total_variation`,
-:func:`kl_to_reference` and :func:`ood_auroc` compare a pruned network's probabilities
-with its dense reference's and with out-of-distribution inputs' (what a study records).
-For a Bayesian model the probabilities are those of the posterior predictive
-(``mode="predictive"``: the average of S sampled networks' probabilities, vectorised) or
-of the posterior-mean network (``mode="mean"``).
-
-The posterior predictive (``predictive_probs``, ``network_probs``, ``evaluate`` and the
-estimator names) is moving to :mod:`pyrocompress.infer.predictive` (it samples the guide:
-inference, not a metric); until then it lives here and imports :mod:`pyrocompress.infer`
-lazily, the one cycle left (see docs/architecture.md).
+are computed from class probabilities, whoever computed them: the posterior predictive of
+a Bayesian model and the probabilities of a plain network come from
+:mod:`pyrocompress.infer.predictive` (``predictive_probs``, ``network_probs``, ``evaluate``).
+:func:`agreement`, :func:`total_variation`, :func:`kl_to_reference` and :func:`ood_auroc`
+compare a pruned network's probabilities with its dense reference's and with
+out-of-distribution inputs' (what a study records, after "Lost in Pruning").
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from pyro import poutine
 
-from ._scope import pyro_scope
 from .nn.layers import BayesLayer
 from .nn.model import BayesianModel
 
@@ -35,12 +27,7 @@ __all__ = [
     "predictive_entropy",
     "ood_auroc",
     "expected_calibration_error",
-    "predictive_probs",
-    "network_probs",
-    "evaluate",
     "parameter_counts",
-    "EVAL_ESTIMATORS",
-    "resolve_eval_estimator",
 ]
 
 
@@ -103,129 +90,6 @@ def ood_auroc(probs_in: torch.Tensor, probs_out: torch.Tensor) -> float:
     ent_in, ent_out = predictive_entropy(probs_in), predictive_entropy(probs_out)
     labels = [0] * len(ent_in) + [1] * len(ent_out)
     return float(roc_auc_score(labels, torch.cat([ent_in, ent_out]).numpy()))
-
-
-@torch.no_grad()
-def network_probs(net: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Class probabilities of a deterministic network."""
-    was_training = net.training
-    net.eval()
-    try:
-        out = [F.softmax(net(x[i:i + batch_size]), dim=-1) for i in range(0, x.shape[0], batch_size)]
-    finally:
-        net.train(was_training)
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def predictive_probs(model: BayesianModel, guide, x: torch.Tensor, num_samples: int = 16,
-                     mode: str = "predictive", estimator: str = "local_reparam", batch_size: int = 2048,
-                     return_samples: bool = False) -> torch.Tensor:
-    """Posterior-predictive class probabilities, averaged over ``num_samples`` draws.
-
-    With a pyrocompress guide the draws are vectorised: the inputs are repeated S times
-    and every row gets independent pre-activation noise (local reparameterization), which
-    gives each example's output exactly its distribution under q(w). Other guides (Pyro
-    autoguides) are sampled S times through the guide and replayed in the model.
-    ``mode="mean"`` uses the posterior-mean network. ``return_samples`` returns (S, N, C).
-    ``batch_size`` bounds the rows (examples x samples) computed at once.
-    """
-    if num_samples <= 0:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
-    if mode not in ("predictive", "mean"):
-        raise ValueError(f"mode must be 'predictive' or 'mean', got {mode!r}")
-    from .infer.guides import is_posterior_guide
-
-    pyrocompress_guide = is_posterior_guide(guide)
-    with pyro_scope():
-        samples = _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_size, pyrocompress_guide)
-    return samples if return_samples else samples.mean(0)
-
-
-def _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_size, pyrocompress_guide):
-    from .infer.estimators import PosteriorMean, make_estimator
-    from .infer.moments import is_moment_estimator, moment_options, sample_logits
-
-    chunks = []
-    step = max(1, batch_size // num_samples) if mode == "predictive" else batch_size
-    for start in range(0, x.shape[0], step):
-        xb = x[start:start + step]
-        if mode == "mean":
-            if not pyrocompress_guide:
-                raise ValueError("mode='mean' needs a pyrocompress MeanFieldGuide")
-            with PosteriorMean(guide):
-                probs = F.softmax(model.net(xb), -1)[None]
-        elif pyrocompress_guide and is_moment_estimator(estimator):
-
-            opts = moment_options(estimator)
-            rules = {k: opts[k] for k in ("relu", "pool") if k in opts}  # the rest: sample_logits' defaults
-            logits = sample_logits(model, guide, xb, num_samples, **rules)
-            probs = F.softmax(logits, -1)
-        elif pyrocompress_guide:
-            handler = make_estimator(estimator, guide)
-            if handler.per_example_noise:
-                reps = xb.repeat((num_samples,) + (1,) * (xb.dim() - 1))
-                with handler:
-                    logits = model.net(reps)
-                probs = F.softmax(logits, -1).reshape(num_samples, xb.shape[0], -1)
-            else:
-                out = []
-                for _ in range(num_samples):
-                    with handler:
-                        out.append(F.softmax(model.net(xb), -1))
-                probs = torch.stack(out)
-        else:
-            out = []
-            for _ in range(num_samples):
-                guide_trace = poutine.trace(guide).get_trace(xb)
-                logits = poutine.replay(model.net, trace=guide_trace)(xb)
-                out.append(F.softmax(logits, -1))
-            probs = torch.stack(out)
-        chunks.append(probs)
-    return torch.cat(chunks, dim=1)
-
-
-def predictive_estimator(training_estimator: str) -> str:
-    """The estimator of the posterior predictive of a guide trained with ``training_estimator``.
-
-    Moment propagation predicts with its own propagated moments (one pass, the rules it was
-    trained with, as the eVI papers do); every sampling estimator with local
-    reparameterization, whose draws are exact per-example samples under q(w).
-    """
-    from .infer.moments import is_moment_estimator  # metrics is imported by infer: import lazily
-
-    return str(training_estimator) if is_moment_estimator(training_estimator) else "local_reparam"
-
-
-#: estimators of the posterior predictive a study or the prune CLI may be asked for
-EVAL_ESTIMATORS = ("auto", "local_reparam", "weight_sampling", "flipout")
-
-
-def resolve_eval_estimator(name: Optional[str], training_estimator: Optional[str]) -> str:
-    """The predictive estimator to use: ``name``, or with ``auto`` (or None) the one a guide
-    trained with ``training_estimator`` predicts with (:func:`predictive_estimator`)."""
-    if not name or name == "auto":
-        return predictive_estimator(training_estimator or "local_reparam")
-    return str(name)
-
-
-def evaluate(model, split, guide=None, num_samples: int = 16, mode: str = "predictive",
-             batch_size: int = 2048, estimator: str = "local_reparam") -> dict[str, float]:
-    """Metrics of a Bayesian model (with its guide) or of a plain ``nn.Module`` on a split.
-
-    ``estimator`` draws the Bayesian predictive (see :func:`predictive_probs`).
-    """
-    x, y = split.x, split.y
-    if isinstance(model, BayesianModel):
-        if guide is None:
-            raise ValueError("evaluating a BayesianModel needs its guide")
-        device = model.device
-        probs = predictive_probs(model, guide, x.to(device), num_samples, mode, estimator=estimator,
-                                 batch_size=batch_size)
-    else:
-        device = next(model.parameters()).device
-        probs = network_probs(model, x.to(device), batch_size)
-    return classification_metrics(probs, y.to(device))
 
 
 def parameter_counts(module: nn.Module, guide=None) -> dict[str, dict[str, int]]:

@@ -11,7 +11,8 @@ import torch
 from .data import DataBundle, load_dataset
 from .infer.fit import fit, fit_deterministic, resolve_device
 from .infer.guides import make_guide, posterior_mean_network
-from .metrics import evaluate, parameter_counts, predictive_estimator
+from .infer.predictive import evaluate, predictive_estimator
+from .metrics import parameter_counts
 from .nn.model import BayesianModel
 from .nn.zoo import build_model
 from .runs import RunError, load_run, save_run

@@ -32,11 +32,8 @@ CLI_MODULES = ("pyrocompress.diagnostics.cli", "pyrocompress.diagnostics.referen
                "pyrocompress.study.cli")
 #: libraries a function may import lazily (start-up time), with a comment
 HEAVY_OPTIONAL = ("matplotlib", "arviz", "sklearn", "ray", "onnx")
-#: the posterior predictive still lives in pyrocompress.metrics and samples through pyrocompress.infer; it is
-#: moving to pyrocompress.infer.predictive (a change in progress elsewhere), which removes these lazy imports
-PENDING = {("pyrocompress.metrics", "pyrocompress.infer.guides"),
-           ("pyrocompress.metrics", "pyrocompress.infer.estimators"),
-           ("pyrocompress.metrics", "pyrocompress.infer.moments")}
+#: function-level imports of pyrocompress modules still allowed (none: the layering is static)
+PENDING: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -34,3 +34,33 @@ def test_cli_errors_are_clear_and_write_nothing(tmp_path, capsys):
     assert not out.exists()
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "not a pyrocompress run" in capsys.readouterr().err
+
+
+def test_each_command_is_registered_by_the_module_main_imports_for_it():
+    import argparse
+    import importlib
+
+    from pyrocompress.cli import COMMAND_MODULES, COMMAND_OWNERS
+
+    registered = {}
+    for name in COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(sub)
+        registered.update({command: name for command in sub.choices})
+    assert registered == COMMAND_OWNERS
+
+
+def test_evaluate_starts_without_the_heavy_imports_it_does_not_need(tmp_path):
+    """`pyrocompress evaluate` imports neither the diagnostics' xarray/pandas nor prune or study (start-up time)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from pyrocompress.cli import main; main(['evaluate', sys.argv[1]]); "
+            "print(sorted(m for m in ('xarray', 'pandas', 'sklearn', 'matplotlib', 'pyrocompress.prune', "
+            "'pyrocompress.study', 'pyrocompress.diagnostics') if m in sys.modules))")
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=root), cwd=root)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pyrocompress as pc
-from pyrocompress.metrics import predictive_probs
+from pyrocompress.infer.predictive import predictive_probs
 from pyrocompress.runs import RunError, load_checkpoint, load_run, save_run
 from pyrocompress.training import TrainConfig, train
 

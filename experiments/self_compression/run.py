@@ -37,7 +37,7 @@ import torch
 import pyrocompress as pc
 from pyrocompress.infer.fit import fit, fit_deterministic
 from pyrocompress.infer.guides import posterior_mean_network
-from pyrocompress.metrics import evaluate
+from pyrocompress.infer.predictive import evaluate
 from pyrocompress.prune.masks import Masks, layer_shapes
 from pyrocompress.prune.selfcompress import self_compress
 from pyrocompress.prune.shrink import shrink

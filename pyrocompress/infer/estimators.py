@@ -26,6 +26,7 @@ __all__ = [
     "Flipout",
     "WeightSampling",
     "PosteriorMean",
+    "FrozenDraw",
     "ESTIMATORS",
     "make_estimator",
 ]
@@ -119,16 +120,23 @@ class WeightSampling(LayerEstimator):
     name = "weight_sampling"
     per_example_noise = False
 
-    def compute(self, layer, x):
+    def draw(self, layer: BayesLayer) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One sample (weight, bias or None) of the layer's weights from the guide.
+
+        Every weight-sampling handler (this one, :class:`FrozenDraw`) gets its weights here,
+        so a guide with another parametrisation needs only this method changed."""
         lw, sw, lb, sb = self._params(layer)
         w = lw + sw * torch.randn_like(lw)
         b = None if lb is None else lb + sb.expand_as(lb) * torch.randn_like(lb)
         post = self._unit_scales(layer)
-        if post is not None:  # one draw of the unit scales per forward pass, like the weights
+        if post is not None:  # one draw of the unit scales per weight draw, like the weights
             z = post.sample()
             w = w * z.reshape((-1,) + (1,) * (w.dim() - 1))
             b = None if b is None else b * z
-        return layer.op(x, w, b)
+        return w, b
+
+    def compute(self, layer, x):
+        return layer.op(x, *self.draw(layer))
 
 
 class PosteriorMean(LayerEstimator):
@@ -172,3 +180,30 @@ def resolve_name(name: str) -> str:
     key = str(name).lower().replace("-", "_")
     return _ALIASES.get(key, key)
 
+
+
+class FrozenDraw(WeightSampling):
+    """Weight sampling that keeps each layer's draw: one weight set for every batch until :meth:`redraw`.
+
+    The posterior predictive runs a sampled network over a whole split in several batches;
+    with this handler each batch sees the same weights (one draw of q(w) per predictive
+    sample), at the cost of one weight draw per layer instead of one per batch. The draws
+    come from :meth:`WeightSampling.draw`. Not meant for training: the kept draws carry no
+    gradient to later steps' parameters.
+    """
+
+    name = "frozen_draw"
+
+    def __init__(self, guide) -> None:
+        super().__init__(guide)
+        self._draws: dict[BayesLayer, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def redraw(self) -> None:
+        """Forget the kept draws: the next forward draws a new weight set."""
+        self._draws.clear()
+
+    def draw(self, layer: BayesLayer) -> tuple[torch.Tensor, torch.Tensor | None]:
+        kept = self._draws.get(layer)
+        if kept is None:
+            kept = self._draws[layer] = super().draw(layer)
+        return kept

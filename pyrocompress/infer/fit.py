@@ -30,11 +30,12 @@ from tqdm.auto import tqdm
 
 from ..data import Batches, DataBundle, DataError, Split
 from .._scope import pyro_scope
-from ..metrics import classification_metrics, network_probs, predictive_estimator, predictive_probs
+from ..metrics import classification_metrics
 from ..nn.model import BayesianModel
 from .elbo import MeanFieldELBO
 from .guides import MeanFieldGuide
 from .moments import MomentPropagationELBO, is_moment_estimator
+from .predictive import network_probs, predictive_estimator, predictive_probs
 
 __all__ = ["fit", "fit_deterministic", "FitResult", "DivergenceError", "resolve_device", "OPTIMIZERS",
            "LR_SCHEDULES", "DEFAULT_SCALE_LR_FACTOR", "default_scale_lr", "PosteriorNotTrainedWarning", "scale_movement_summary",
@@ -56,6 +57,9 @@ def default_scale_lr(lr: float, steps: int) -> float:
     """The default learning rate of the posterior scales for a run of ``steps`` optimiser steps."""
     travel = min(DEFAULT_SCALE_TRAVEL / max(int(steps), 1), MAX_DEFAULT_SCALE_LR)
     return max(DEFAULT_SCALE_LR_FACTOR * float(lr), travel)
+
+
+_VAL_SEED_OFFSET = 7919  # validation's random stream: seed + this, in every epoch
 #: a scale within this factor of its initial value counts as not moved
 _UNMOVED_FACTOR = 2.0
 #: scales moving this share of the optimiser's speed limit in the last epoch have not converged
@@ -271,8 +275,13 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
             if epoch_extras is not None:
                 record.update(epoch_extras(n_steps, lrs))
             if len(data.val) > 0:
+                t_val = time.perf_counter()
                 val = evaluate_val(data.val)
-                record.update({"val_accuracy": val["accuracy"], "val_nll": val["nll"]})
+                val_seconds = time.perf_counter() - t_val
+                record.update({"val_accuracy": val["accuracy"], "val_nll": val["nll"], "val_seconds": val_seconds,
+                               "val_share": val_seconds / max(record["seconds"] + val_seconds, 1e-12)})
+                if "samples" in val:
+                    record["val_samples"] = val["samples"]
             result.history.append(record)
             result.epochs = epoch
             current = record.get("val_nll", -epoch)
@@ -306,7 +315,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         lr: float = 1e-3, optimizer: str = "adam", estimator: str = "local_reparam", elbo: Optional[ELBO] = None,
         num_particles: int = 1, kl_weight: float = 1.0, kl_anneal_epochs: int = 0,
         lr_schedule: Optional[str] = None, seed: int = 0, device: str | torch.device = "auto",
-        patience: Optional[int] = None, clip_norm: Optional[float] = None, val_samples: int = 8,
+        patience: Optional[int] = None, clip_norm: Optional[float] = None, val_samples: int = 4,
         checkpoint: Optional[Callable[[int], None]] = None, progress: bool = False,
         validate_args: bool = False, step_hook: Optional[Callable] = None,
         scale_lr: Optional[float] = None) -> FitResult:
@@ -330,6 +339,15 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
     called when the validation NLL improves and on divergence with the last good state.
     Pyro's argument validation is off unless ``validate_args`` (it costs ms per step).
     ``step_hook(model, guide)`` runs after every optimiser step (pruning masks use it).
+
+    Validation (every epoch, on ``data.val``) is the posterior predictive with ``val_samples``
+    samples (the estimator :func:`~pyrocompress.infer.predictive.predictive_estimator` picks),
+    drawn from a random stream of its own that is the same in every epoch: epochs are compared
+    on common random numbers, and training draws the same noise whatever the validation costs.
+    Its cost is ``val_samples`` forward passes over the validation split; the default of 4 keeps
+    it near 10% of a weight-sampling epoch of kernelnet on Fashion-MNIST (8 samples: 20%, see
+    docs/performance.md). ``history`` records ``val_seconds``, ``val_share`` (of the epoch, training
+    plus validation) and ``val_samples``.
     """
     if not isinstance(model, BayesianModel):
         raise TypeError("fit() trains a pyrocompress BayesianModel; use fit_deterministic() for plain networks")
@@ -337,7 +355,9 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_positive(lr=lr, val_samples=val_samples, clip_norm=clip_norm, scale_lr=scale_lr)
+    _check_positive(lr=lr, clip_norm=clip_norm, scale_lr=scale_lr)
+    if isinstance(val_samples, bool) or not isinstance(val_samples, int) or val_samples <= 0:
+        raise ValueError(f"val_samples must be a positive integer, got {val_samples!r}")
     if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0 and math.isfinite(kl_weight)):
         raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
@@ -414,8 +434,13 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
                 return elbo.differentiable_loss(model, guide, xb, yb), {"loss": None}, None
 
         def evaluate_val(split: Split) -> dict:
-            probs = predictive_probs(model, guide, split.x, num_samples=val_samples, estimator=val_estimator)
-            return classification_metrics(probs, split.y)
+            # validation draws from its own random stream, the same in every epoch: epochs are compared
+            # on common random numbers (less Monte Carlo noise in early stopping), and training draws
+            # the same noise whatever the validation policy
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                torch.manual_seed(seed + _VAL_SEED_OFFSET)
+                probs = predictive_probs(model, guide, split.x, num_samples=val_samples, estimator=val_estimator)
+            return dict(classification_metrics(probs, split.y), samples=val_samples)
 
         result = _train_loop(modules=modules, params=groups, step_terms=step_terms, evaluate_val=evaluate_val,
                              data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,

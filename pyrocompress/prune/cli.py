@@ -12,7 +12,7 @@ import argparse
 from typing import Any
 
 from ..diagnostics.scores import score_names
-from ..metrics import EVAL_ESTIMATORS, resolve_eval_estimator
+from ..infer.predictive import EVAL_ESTIMATORS, resolve_eval_estimator
 from ..infer.fit import check_scales_moved
 from ..names import GradualStart, Kind, Schedule, Scope, Structure
 from ..runs import load_run
@@ -112,7 +112,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-samples", type=int, default=32, help="posterior samples for metrics")
     p.add_argument("--eval-estimator", default="auto", choices=EVAL_ESTIMATORS,
                    help="how the posterior predictive is drawn (auto: as the run was trained; its own moments "
-                        "after moment propagation, else local_reparam; weight_sampling is 3-4x cheaper on CNNs)")
+                        "after moment propagation, else weight_sampling; local_reparam draws per example)")
     p.add_argument("--latency-repeats", type=int, default=50, help="forward passes timed for the latency median")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--seed", type=int, default=0)

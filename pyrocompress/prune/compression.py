@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from ..infer.guides import is_posterior_guide
-from ..metrics import evaluate
+from ..infer.predictive import evaluate
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
 

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..data import DataBundle, Split
 from ..infer.guides import posterior_mean_network
-from ..metrics import evaluate, parameter_counts
+from ..infer.predictive import evaluate
+from ..metrics import parameter_counts
 from ..runs import Run, save_checkpoint, save_run, write_csv, write_json
 from .compression import compression_report, posterior_scales
 from .export import export_network

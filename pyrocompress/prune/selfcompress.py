@@ -44,7 +44,8 @@ from torch import nn
 from ..data import DataBundle
 from ..infer.fit import fit
 from ..infer.guides import PosteriorGuide, is_posterior_guide, posterior_mean_network
-from ..metrics import evaluate, parameter_counts, predictive_estimator
+from ..infer.predictive import evaluate, predictive_estimator
+from ..metrics import parameter_counts
 from ..names import Structure
 from ..nn.arch import build, describe
 from ..nn.model import BayesianModel

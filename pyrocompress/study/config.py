@@ -58,10 +58,10 @@ from ..infer.estimators import ESTIMATORS
 from ..infer.guides import GUIDES
 from ..infer.moments import is_moment_estimator, moment_options
 # [study] eval_estimator: auto (as the network was trained: its own propagated moments after
-# moment propagation, else local reparameterization), local_reparam (exact per-example draws,
-# 2 passes per layer), weight_sampling (one weight draw per sample shared by a batch: one plain
-# pass per sample, several times cheaper for CNNs), flipout
-from ..metrics import EVAL_ESTIMATORS
+# moment propagation, else weight sampling), weight_sampling (one weight draw per sample shared by
+# the test set: one plain pass per sample), local_reparam (independent draws per example, 2 passes
+# per layer), flipout
+from ..infer.predictive import EVAL_ESTIMATORS
 from ..names import Kind
 from ..nn.priors import PRIORS, make_prior
 from ..nn.zoo import MODELS, check_model_options, model_name

@@ -26,7 +26,7 @@ import pyro
 import torch
 
 from ..data import DataBundle, load_dataset, ood_inputs
-from ..metrics import resolve_eval_estimator
+from ..infer.predictive import resolve_eval_estimator
 from ..nn.zoo import build_model
 from ..prune.methods import Context, FitOptions, Pruned
 from ..prune.methods.context import INIT_FILE

@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import metrics
 from ..data import DataBundle
+from ..infer.predictive import network_probs, predictive_probs
 from ..prune.compression import compression_report, layer_stats
 from ..prune.methods import Pruned
 from ..runs import RunError, load_checkpoint, save_checkpoint
@@ -29,8 +30,8 @@ def probs_of(pruned: Pruned, x: torch.Tensor, samples: int, seed: int, estimator
     """Test-time class probabilities (posterior predictive for a Bayesian network), seeded."""
     pyro.set_rng_seed(seed)
     if pruned.is_bayesian:
-        return metrics.predictive_probs(pruned.model, pruned.guide, x, num_samples=samples, estimator=estimator)
-    return metrics.network_probs(pruned.net, x)
+        return predictive_probs(pruned.model, pruned.guide, x, num_samples=samples, estimator=estimator)
+    return network_probs(pruned.net, x)
 
 
 def dense_probs(dense: Pruned, run_dir: Path, x: torch.Tensor, samples: int, seed: int,

@@ -47,7 +47,7 @@ _PLOTS = [
 _DENSE = ("dense-bayesian", "dense-deterministic")
 
 
-_ESTIMATOR_WORDS = {"auto": "drawn as each network was trained: local reparameterization, or its own propagated "
+_ESTIMATOR_WORDS = {"auto": "drawn as each network was trained: weight sampling, or its own propagated "
                             "moments after moment propagation",
                     "local_reparam": "local reparameterization: independent draws per example",
                     "weight_sampling": "weight sampling: one weight draw per sample, shared by the test set",

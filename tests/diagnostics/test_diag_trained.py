@@ -12,7 +12,7 @@ import xarray as xr
 from pyrocompress.cli import main
 from pyrocompress.diagnostics import run_agreement, score_dataset
 from pyrocompress.infer.guides import posterior_mean_network
-from pyrocompress.metrics import evaluate
+from pyrocompress.infer.predictive import evaluate
 
 
 def _accuracy_without(run, groups) -> float:

@@ -16,7 +16,8 @@ from pyrocompress.infer.guides import MeanFieldGuide
 from pyrocompress.infer.moments import (MomentPropagationELBO, UnsupportedLayerError, bayes_layer_moments,
                                         is_moment_estimator, moment_options,
                                         gaussian_max_moments, maxpool_moments, propagate_moments, relu_moments)
-from pyrocompress.metrics import classification_metrics, evaluate, predictive_estimator, predictive_probs
+from pyrocompress.infer.predictive import evaluate, predictive_estimator, predictive_probs
+from pyrocompress.metrics import classification_metrics
 from pyrocompress.nn.model import BayesianModel
 from pyrocompress.nn.zoo import build_model
 
@@ -292,8 +293,8 @@ def test_estimator_name_selects_the_moment_rules_through_fit_and_predict():
     assert torch.allclose(probs, expected, atol=1e-5)
     with pytest.raises(ValueError, match="bad moment-propagation option"):
         fit(model, guide, data, epochs=1, estimator="moment_propagation:foo=1", device="cpu")
-    # a moment-propagation run is evaluated with its own rules; sampling estimators with local reparameterization
-    assert predictive_estimator(name) == name and predictive_estimator("flipout") == "local_reparam"
+    # a moment-propagation run is evaluated with its own rules; sampling estimators with weight sampling
+    assert predictive_estimator(name) == name and predictive_estimator("flipout") == "weight_sampling"
     torch.manual_seed(2)
     via_evaluate = evaluate(model, data.test, guide, num_samples=4, estimator=predictive_estimator(name))
     torch.manual_seed(2)

@@ -12,7 +12,7 @@ from torch.nn.utils import prune as tprune
 
 from pyrocompress.data import from_arrays
 from pyrocompress.infer import fit_deterministic, make_guide
-from pyrocompress.metrics import evaluate
+from pyrocompress.infer.predictive import evaluate
 from pyrocompress.nn import BayesianModel, build_model
 from pyrocompress.prune import baselines as B
 from pyrocompress.prune.baselines import lottery as lottery_module

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from pyrocompress.cli import main
 from pyrocompress.infer import fit_deterministic
-from pyrocompress.metrics import evaluate
+from pyrocompress.infer.predictive import evaluate
 from pyrocompress.prune import load_compressed
 from pyrocompress.prune.methods import initial_network
 from pyrocompress.runs import load_run

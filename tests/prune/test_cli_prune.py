@@ -88,7 +88,7 @@ def test_prune_measures_a_run_with_the_predictive_it_was_trained_for(run_dir, tm
     common = ["--score", "snr", "--sparsity", "0.5", "--no-latency", "--eval-samples", "4"]
     for run, extra, expected in ((mp, [], "moment_propagation:relu=taylor"),
                                  (mp, ["--eval-estimator", "weight_sampling"], "weight_sampling"),
-                                 (run_dir, [], "local_reparam")):
+                                 (run_dir, [], "weight_sampling")):
         out = tmp_path / f"out-{len(extra)}-{run.name}"
         assert main(["prune", str(run), *common, *extra, "--out", str(out)]) == 0
         metrics = json.loads((out / "metrics.json").read_text())

@@ -178,7 +178,7 @@ def test_eval_estimator_and_lottery_schedule_are_validated():
 
 
 def test_auto_eval_estimator_predicts_a_moment_propagation_run_with_its_own_moments(tmp_path, monkeypatch):
-    import pyrocompress.metrics as metrics
+    import pyrocompress.infer.predictive as predictive
 
     text = TINY.replace('seeds = [0, 1]', 'seeds = [2]').replace(
         "[grid]", '[bayesian]\nestimator = "moment_propagation:relu=taylor"\n\n[grid]').replace(
@@ -186,8 +186,8 @@ def test_auto_eval_estimator_predicts_a_moment_propagation_run_with_its_own_mome
     cfg = parse_config(text)
     assert cfg.eval_estimator == "auto"
     used = []
-    real = metrics.predictive_probs
-    monkeypatch.setattr(metrics, "predictive_probs", lambda *a, **k: used.append(k.get("estimator")) or real(*a, **k))
+    real = predictive.predictive_probs
+    monkeypatch.setattr(predictive, "predictive_probs", lambda *a, **k: used.append(k.get("estimator")) or real(*a, **k))
     result = run_study(cfg, tmp_path / "mp", progress=False)
     assert result.ok
     assert set(used) == {"moment_propagation:relu=taylor"}  # never the local-reparameterization draws

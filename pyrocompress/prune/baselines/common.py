@@ -9,7 +9,8 @@ from torch import nn
 
 from ...data import DataBundle
 from ...infer.fit import FitResult, fit_deterministic, resolve_device
-from ...metrics import classification_metrics, network_probs
+from ...infer.predictive import network_probs
+from ...metrics import classification_metrics
 from ...names import Structure
 from ...nn.model import BayesianModel
 from ..importance import plain_layers
