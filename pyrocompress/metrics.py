@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from pyro import poutine
 
+from .errors import UserError
 from ._scope import pyro_scope
 from .nn.layers import BayesLayer
 from .nn.model import BayesianModel
@@ -131,9 +132,9 @@ def predictive_probs(model: BayesianModel, guide, x: torch.Tensor, num_samples: 
     ``batch_size`` bounds the rows (examples x samples) computed at once.
     """
     if num_samples <= 0:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
+        raise UserError(f"num_samples must be positive, got {num_samples}")
     if mode not in ("predictive", "mean"):
-        raise ValueError(f"mode must be 'predictive' or 'mean', got {mode!r}")
+        raise UserError(f"mode must be 'predictive' or 'mean', got {mode!r}")
     from .infer.guides import is_posterior_guide
 
     pyrocompress_guide = is_posterior_guide(guide)
@@ -152,7 +153,7 @@ def _predictive_samples(model, guide, x, num_samples, mode, estimator, batch_siz
         xb = x[start:start + step]
         if mode == "mean":
             if not pyrocompress_guide:
-                raise ValueError("mode='mean' needs a pyrocompress MeanFieldGuide")
+                raise UserError("mode='mean' needs a pyrocompress MeanFieldGuide")
             with PosteriorMean(guide):
                 probs = F.softmax(model.net(xb), -1)[None]
         elif pyrocompress_guide and is_moment_estimator(estimator):
@@ -218,7 +219,7 @@ def evaluate(model, split, guide=None, num_samples: int = 16, mode: str = "predi
     x, y = split.x, split.y
     if isinstance(model, BayesianModel):
         if guide is None:
-            raise ValueError("evaluating a BayesianModel needs its guide")
+            raise UserError("evaluating a BayesianModel needs its guide")
         device = model.device
         probs = predictive_probs(model, guide, x.to(device), num_samples, mode, estimator=estimator,
                                  batch_size=batch_size)

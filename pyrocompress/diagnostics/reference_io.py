@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import UserError
 from ..nn.model import BayesianModel
 from ..runs import write_csv, write_json
 from . import _arviz
@@ -24,7 +25,7 @@ from .reference import ReferencePosterior, model_fingerprint
 __all__ = ["write_reference", "load_reference", "ReferenceMismatchError"]
 
 
-class ReferenceMismatchError(ValueError):
+class ReferenceMismatchError(UserError):
     """A stored reference posterior is not the posterior of the model it is compared with."""
 
 

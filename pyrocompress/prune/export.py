@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..nn.arch import ArchitectureError, build, describe
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
@@ -44,7 +45,7 @@ ONNX_FILE = "compressed.onnx"
 EXPORT_FORMAT = "pyrocompress.export/1"
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A network cannot be exported, or an export cannot be loaded."""
 
 
