@@ -410,7 +410,8 @@ def _check_contents(path: Path, overwrite: bool, resume: bool, flag: str, resume
         return entries
     if done is not None:
         by = f" (`{done.get('command')}`, finished {done.get('finished_at')})" if done else ""
-        raise OutputError(f"{flag} {path} holds a finished result{by}; give --overwrite to replace it, or another {flag}")
+        raise OutputError(f"{flag} {path} holds a finished result{by}; give --overwrite to replace it, or another "
+                          f"{flag}")
     hint = f" {resume_hint}," if resume_hint else ""
     raise OutputError(f"{flag} {path} holds an unfinished result (a command was interrupted there, or still runs);"
                       f"{hint} give --overwrite to start over, or another {flag}")

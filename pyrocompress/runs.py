@@ -25,8 +25,8 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from ._files import (COMPLETE, atomic_write, clear_marker, describe_holder, lock_holder, mark_complete, read_complete,
-                     read_json)
+from ._files import (COMPLETE, LOCK_NAME, atomic_write, clear_marker, describe_holder, lock_holder, mark_complete,
+                     read_complete, read_json)
 from ._memory import check_memory, human_bytes
 from .data import DataBundle, check_same_data, load_dataset
 from .errors import RunError, UserError
@@ -395,6 +395,13 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", *, 
         raise RunError(f"{run_dir} is not a directory; give the folder that `pyrocompress train --out` wrote")
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file() or not (run_dir / CHECKPOINT).is_file():
+        if (run_dir / LOCK_NAME).exists() or (run_dir / TRAIN_STATE).exists():
+            holder = lock_holder(run_dir)
+            if holder:
+                raise RunError(f"{run_dir} is being trained now by {describe_holder(holder)}; wait until it finishes")
+            raise RunError(f"{run_dir} is an unfinished run (its training was interrupted before its first "
+                           f"checkpoint); continue it with `pyrocompress train --resume --out {run_dir}` (add the options it was "
+                           "started with)")
         raise RunError(f"{run_dir} is not a pyrocompress run: it needs config.json and {CHECKPOINT}")
     config = read_json(cfg_path, "run configuration", RunError)
     if config.get("format") != RUN_FORMAT and config.get("format") not in LEGACY_FORMATS:

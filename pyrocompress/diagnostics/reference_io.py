@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._files import read_json
 from ..errors import UserError
 from ..nn.model import BayesianModel
 from ..runs import write_csv, write_json
@@ -66,7 +67,7 @@ def load_reference(out_dir: str | os.PathLike, model: Optional[BayesianModel] = 
         raise FileNotFoundError(f"{out} is not a reference folder (missing {missing}); write one with "
                                 f"`pyrocompress reference RUN_DIR --out {out}`")
     try:
-        doc = json.loads((out / "comparison.json").read_text())
+        doc = read_json(out / "comparison.json", "reference comparison", ReferenceMismatchError)
         idata = _arviz.from_netcdf(out / "posterior.nc")
         summary = pd.read_csv(out / "summary.csv").set_index("parameter")
     except (ValueError, OSError, KeyError) as exc:

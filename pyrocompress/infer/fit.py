@@ -40,8 +40,9 @@ from .guides import MeanFieldGuide
 from .moments import MomentPropagationELBO, is_moment_estimator
 
 __all__ = ["fit", "fit_deterministic", "FitResult", "DivergenceError", "resolve_device", "OPTIMIZERS",
-           "LR_SCHEDULES", "LoopState", "DEFAULT_SCALE_LR_FACTOR", "default_scale_lr", "PosteriorNotTrainedWarning", "scale_movement_summary",
+           "LR_SCHEDULES", "DEFAULT_SCALE_LR_FACTOR", "default_scale_lr", "PosteriorNotTrainedWarning", "scale_movement_summary",
            "check_scales_moved"]
+__all__ += ["LoopState", "rng_state", "set_rng_state"]  # the hooks train --resume uses
 
 OPTIMIZERS = ("adam", "clipped_adam", "sgd")
 LR_SCHEDULES = (None, "constant", "cosine", "step", "linear")
