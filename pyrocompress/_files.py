@@ -34,7 +34,7 @@ from .errors import LockedError, OutputError, PyrocompressError, TooLargeError, 
 
 __all__ = ["atomic_write", "publish", "read_bounded", "read_json", "MAX_JSON_BYTES", "check_output_path",
            "FolderLock", "LOCK_NAME", "COMPLETE", "mark_complete", "read_complete", "clear_marker",
-           "output_folder", "check_output_folder", "folder_entries", "holder_info", "lock_holder", "describe_holder"]
+           "output_folder", "check_output_folder", "folder_entries", "remove_temporaries", "holder_info", "lock_holder", "describe_holder"]
 
 #: the lock file of an output folder
 LOCK_NAME = ".pyrocompress.lock"
@@ -368,8 +368,26 @@ def folder_entries(folder: Path) -> list[Path]:
     """The entries of ``folder`` except its lock file and temporary files of interrupted atomic writes."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith((".tmp", ".part"))))
+    return sorted(p for p in folder.iterdir() if p.name != LOCK_NAME and not _is_temporary(p))
+
+
+def _is_temporary(path: Path) -> bool:
+    """A temporary file of an atomic write (``.NAME.XXXXXXXX.tmp`` / ``.part``)."""
+    return path.name.startswith(".") and path.name.endswith((".tmp", ".part"))
+
+
+def remove_temporaries(folder: str | os.PathLike) -> int:
+    """Delete what interrupted atomic writes left below ``folder`` (never read: their targets are intact).
+
+    Only for a folder this process holds the lock of: nobody else writes there.
+    """
+    removed = 0
+    for path in Path(folder).rglob(".*"):
+        if path.is_file() and _is_temporary(path):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _is_within(inner: Path, outer: Path) -> bool:
@@ -462,6 +480,7 @@ def output_folder(path: str | os.PathLike, what: str, *, overwrite: bool = False
         raise
     try:
         entries = _check_contents(path, overwrite, resume, flag, resume_hint, lock.previous)
+        remove_temporaries(path)
         if overwrite:
             for entry in entries:
                 if entry.is_dir() and not entry.is_symlink():

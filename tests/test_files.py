@@ -179,3 +179,13 @@ def test_concurrent_lockers_never_hold_the_lock_together(tmp_path):
     for i in range(0, len(events), 2):  # start A, end A, start B, end B, ...
         assert events[i].startswith("start") and events[i + 1] == "end" + events[i][len("start"):]
     assert not (folder / LOCK_NAME).exists()
+
+
+def test_leftovers_of_interrupted_writes_are_swept_under_the_lock(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+    (out / ".config.json.k3j4h5.tmp").write_text("half")
+    (out / "sub" / ".checkpoint.safetensors.abc.tmp").write_text("half")
+    with output_folder(out, "test", resume=True):
+        assert not list(out.rglob("*.tmp")) and (out / "config.json").is_file()

@@ -33,7 +33,7 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from .._files import FolderLock, check_output_path
+from .._files import FolderLock, check_output_path, remove_temporaries
 from ..data import ood_inputs, resolve_ood
 from ..errors import UserError
 from ..prune.targets import Compression
@@ -148,6 +148,7 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, ood: dict, config_hash: str, 
                 max_trials: Optional[int]) -> StudyResult:
     store = ResultsStore(study_dir).open(cfg.to_dict(), config_hash)
     _clean_partial(study_dir)
+    remove_temporaries(study_dir)
     trials = plan_trials(cfg)
     store.write_plan([t.id for t in trials])
     done = store.finished()
