@@ -14,6 +14,7 @@ from pathlib import Path
 MODULES = [
     "pyrocompress",
     "pyrocompress.api",
+    "pyrocompress.errors",
     "pyrocompress.names",
     "pyrocompress.data",
     "pyrocompress.nn.priors",

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from .errors import UserError
 from .data import DataBundle
 from .infer.guides import is_posterior_guide
 from .names import Structure
@@ -59,11 +60,11 @@ def _as_run(source: Union[str, os.PathLike, Run, nn.Module], guide: Any,
     config = {"train": dict(train or {})}
     if isinstance(source, BayesianModel):
         if not is_posterior_guide(guide):
-            raise ValueError("pruning a BayesianModel needs its pyrocompress guide: prune(model, guide, ...)")
+            raise UserError("pruning a BayesianModel needs its pyrocompress guide: prune(model, guide, ...)")
         return Run(Path("<in memory>"), dict(config, kind="bayesian"), model=source, guide=guide)
     if isinstance(source, nn.Module):
         if guide is not None:
-            raise ValueError("a guide was given with a plain network; pass the BayesianModel it belongs to")
+            raise UserError("a guide was given with a plain network; pass the BayesianModel it belongs to")
         return Run(Path("<in memory>"), dict(config, kind="deterministic"), net=source)
     raise TypeError(f"prune() takes a run directory, a Run, a BayesianModel (with its guide) or an nn.Module, "
                     f"got {type(source).__name__}")

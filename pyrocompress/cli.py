@@ -3,26 +3,31 @@
 Sub-commands are contributed by the ``register(subparsers)`` functions of :data:`COMMAND_MODULES`
 (``train`` and ``evaluate`` here; ``diagnose``, ``reference``, ``prune``, ``compress``,
 ``study`` and ``report`` in their packages' ``cli`` modules), each adding its parser(s) with
-``set_defaults(func=...)``. Errors in what the user gave (names, shapes, files) end with a
-one-line message and exit status 2, never a traceback.
+``set_defaults(func=...)``. Errors in what the user gave (names, shapes, files, output
+folders) are the package's own :class:`~pyrocompress.errors.PyrocompressError` and end with a
+one-line message and exit status 2, as do the machine's (a full disk, a permission); anything
+else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .data import DATASETS, DataError
+from ._files import check_output_folder
+from .data import DATASETS
+from .errors import PyrocompressError, UserError
 from .infer.estimators import ESTIMATORS
-from .infer.fit import LR_SCHEDULES, OPTIMIZERS, DivergenceError
+from .infer.fit import LR_SCHEDULES, OPTIMIZERS
 from .infer.guides import GUIDES, posterior_mean_network
 from .infer.predictive import evaluate, predictive_estimator
 from .nn.priors import PRIORS
 from .nn.zoo import MODELS
-from .runs import RunError, load_run, write_json
+from .runs import load_run, write_json
 from .training import TrainConfig, train
 
 __all__ = ["main", "build_parser", "COMMAND_MODULES", "COMMAND_OWNERS", "parse_options", "UserError"]
@@ -35,10 +40,6 @@ COMMAND_MODULES: list[str] = [
     "pyrocompress.study.cli",
     "pyrocompress.diagnostics.reference_cli",
 ]
-
-
-class UserError(Exception):
-    """An error in what the user asked for; printed without a traceback."""
 
 
 def parse_options(items: Optional[Sequence[str]]) -> dict[str, Any]:
@@ -69,7 +70,12 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     prior: Any = args.prior
     if prior.strip().startswith("{"):
-        prior = json.loads(prior)
+        try:
+            prior = json.loads(prior)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--prior {args.prior!r} starts like a JSON per-layer mapping but is not valid JSON "
+                            f"({exc}); e.g. --prior '{{\"fc1\": \"normal:0.1\", \"default\": \"log_uniform\"}}'"
+                            ) from None
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, val_fraction=args.val_fraction, limit=args.limit,
                       model=args.model, model_options=parse_options(args.model_option),
                       deterministic=args.deterministic, prior=prior, guide=args.guide, init_scale=args.init_scale,
@@ -78,8 +84,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       kl_anneal_epochs=args.kl_anneal_epochs, scale_lr=args.scale_lr, init_from=args.init_from,
                       particles=args.particles, seed=args.seed,
                       device=args.device, patience=args.patience, eval_samples=args.eval_samples)
-    run = train(cfg, out=args.out, progress=not args.quiet)
+    cfg.validate()
+    check_output_folder(args.out, overwrite=args.overwrite, resume=args.resume,
+                        sources=[args.init_from] if args.init_from else [],
+                        resume_hint="continue it with --resume (and the options it was started with)")
+    try:
+        run = train(cfg, out=args.out, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(f"pyrocompress train: interrupted; continue with the same command and --resume "
+              f"(the last finished epoch is kept in {args.out})", file=sys.stderr)
+        return 130
     kind = "deterministic" if cfg.deterministic else f"Bayesian ({cfg.estimator})"
+    if run.resumed_after is not None:
+        print(f"resumed after epoch {run.resumed_after}")
     _print_metrics(f"{cfg.model} on {cfg.dataset}, {kind}, test", run.metrics)
     print(f"run written to {run.path}")
     return 0
@@ -87,6 +104,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir)
+    target = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder; give the file to write the metrics to")
+    writable = os.access(target.parent, os.W_OK | os.X_OK) and (not target.exists() or os.access(target, os.W_OK))
+    if args.out and not writable:
+        raise UserError(f"--out {target}: {target.parent} is not writable; give a file you can write")
     data = run.load_data()
     if run.is_bayesian:
         estimator = predictive_estimator(run.config.get("train", {}).get("estimator", "local_reparam"))
@@ -98,7 +121,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _print_metrics(f"{run.path} test", metrics)
     if run.metrics.get("accuracy") is not None:
         print(f"stored accuracy {run.metrics['accuracy']:.4f}, re-evaluated {metrics['accuracy']:.4f}")
-    write_json(Path(args.run_dir) / "evaluation.json", metrics)
+    if writable:
+        write_json(target, metrics)
+    else:
+        print(f"pyrocompress evaluate: {args.run_dir} is read-only, so evaluation.json was not written there; "
+              "give --out FILE to keep the metrics", file=sys.stderr)
     return 0
 
 
@@ -137,13 +164,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--patience", type=int, default=None, help="early stopping on validation NLL")
     p.add_argument("--eval-samples", type=int, default=32, help="posterior samples for test metrics")
-    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--out", required=True, help="run directory to write (new or empty, unless --overwrite or --resume)")
+    p.add_argument("--overwrite", action="store_true", help="replace the result --out holds (it is deleted first)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out after its last finished epoch (optimizer, schedule, "
+                        "random state and history included; give the options it was started with)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="re-evaluate a saved run on its test split")
     e.add_argument("run_dir")
     e.add_argument("--samples", type=int, default=32, help="posterior samples")
+    e.add_argument("--out", default=None, metavar="FILE",
+                   help="where to write the metrics (default RUN_DIR/evaluation.json)")
     e.set_defaults(func=_cmd_evaluate)
 
 
@@ -167,16 +200,28 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _os_message(exc: OSError) -> str:
+    """One line for an error of the machine: what failed, where."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}" if exc.strerror else str(exc)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one sub-command; the package's errors and the machine's (OSError) are one line and status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, DataError, RunError, DivergenceError, ValueError, TypeError, FileNotFoundError,
-            json.JSONDecodeError) as exc:
+    except PyrocompressError as exc:
         print(f"pyrocompress {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"pyrocompress {args.command}: error: {_os_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pyrocompress {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,10 +2,17 @@
 
 * ``digits``: scikit-learn's 8x8 digits (shipped with scikit-learn; the embedded default);
 * ``fashion-mnist`` and ``mnist``: the standard IDX ``.gz`` files, looked up in an explicit
-  ``data_dir``, ``$PYROCOMPRESS_DATA``, ``~/.cache/pyrocompress/<name>``,
+  ``data_dir``, ``$PYROCOMPRESS_DATA/<name>``, ``$PYROCOMPRESS_DATA``, ``~/.cache/pyrocompress/<name>``,
   ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist``), else downloaded
-  from the canonical mirrors with MD5 verification;
+  from the canonical mirrors with MD5 verification. The two share their file names, so the
+  files are recognised by content on every load (their first labels): a folder holding the
+  other data set is never taken for this one, and the shared ``$PYROCOMPRESS_DATA`` folder
+  must hold recognisably this one. IDX files are read in bounded chunks after their header
+  says how large they are (a gzip bomb is refused, not decompressed);
 * arrays or tensors the user passes (:func:`from_arrays`).
+
+Every loaded bundle records where its data came from (``source``) and a SHA-256 of its
+content (``checksum``); run directories store both and check them when the data is loaded again.
 
 Data that fits in memory stays as tensors on the training device and is batched by
 index (:class:`Batches`), which keeps batching far below the cost of a training step.
@@ -18,6 +25,7 @@ import os
 import struct
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -25,7 +33,9 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from .errors import DataError, UserError
 from ._files import atomic_write
+from ._memory import check_memory
 
 __all__ = [
     "DATASETS",
@@ -43,11 +53,9 @@ __all__ = [
     "OOD_SETS",
     "resolve_ood",
     "ood_inputs",
+    "DATA_SHAPES",
+    "check_same_data",
 ]
-
-
-class DataError(ValueError):
-    """A data set is missing, corrupt or does not fit what it is used for."""
 
 
 # file name -> md5, and mirrors, of the IDX data sets
@@ -76,6 +84,17 @@ _CLASS_NAMES = {
     "digits": [str(i) for i in range(10)],
 }
 DATASETS = ("digits", "fashion-mnist", "mnist")
+#: (input shape, classes) of the named data sets: what models are sized for before any data is read
+DATA_SHAPES = {"digits": ((1, 8, 8), 10), "fashion-mnist": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10)}
+#: what recognises an IDX data set by content: the number of examples and the first labels of each split
+_FINGERPRINTS = {
+    "mnist": {"train": (60000, (5, 0, 4, 1, 9, 2, 1, 3, 1, 4)), "t10k": (10000, (7, 2, 1, 0, 4, 1, 4, 9, 5, 9))},
+    "fashion-mnist": {"train": (60000, (9, 0, 0, 3, 0, 2, 7, 2, 5, 5)),
+                      "t10k": (10000, (9, 2, 1, 1, 6, 1, 4, 6, 5, 7))},
+}
+#: the IDX dims each file of the known data sets has
+_IDX_DIMS = {"train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
+             "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,)}
 
 
 @dataclass
@@ -103,6 +122,10 @@ class DataBundle:
     num_classes: int
     class_names: list[str] = field(default_factory=list)
     normalization: tuple[float, float] = (0.0, 1.0)
+    #: where the data came from (a folder, ``scikit-learn``, ``arrays``)
+    source: str = ""
+    #: SHA-256 of the data set's content (its files as decoded), what a run records to find it again
+    checksum: str = ""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -110,7 +133,7 @@ class DataBundle:
 
     def to(self, device) -> "DataBundle":
         return DataBundle(self.name, self.train.to(device), self.val.to(device), self.test.to(device),
-                          self.num_classes, self.class_names, self.normalization)
+                          self.num_classes, self.class_names, self.normalization, self.source, self.checksum)
 
     def describe(self) -> dict:
         return {"dataset": self.name, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
@@ -128,7 +151,7 @@ class Batches:
     def __init__(self, split: Split, batch_size: int, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False) -> None:
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+            raise UserError(f"batch_size must be a positive integer, got {batch_size}")
         if len(split) == 0:
             raise DataError("cannot batch an empty data set")
         self.split = split
@@ -195,7 +218,7 @@ def validate_xy(x, y, num_classes: Optional[int] = None, what: str = "data") -> 
 
 def _split_train_val(x, y, val_fraction: float, seed: int):
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+        raise UserError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     n = x.shape[0]
     n_val = int(round(n * val_fraction))
     if n - n_val < 1:
@@ -247,53 +270,145 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, *, name: str = "arra
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed), validating magic number, dims and size."""
+#: an IDX file larger than this (decoded) is refused before it is read
+MAX_IDX_BYTES = 16 << 30
+
+
+def _read_exact(fh, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = fh.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def read_idx(path: str | os.PathLike, expected: Optional[tuple[int, ...]] = None, digest=None) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed), validating magic number, dims and size.
+
+    The header is read first; the data is then read in bounded chunks, exactly as many bytes as
+    the header says (``expected``: the dims it must have), and a file holding more is refused: a
+    gzip bomb or a huge file posing as IDX never fills the memory. ``digest`` (a hashlib object)
+    is updated with the decoded bytes.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"IDX file {path} does not exist")
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            head = _read_exact(fh, 4)
+            if len(head) < 4:
+                raise DataError(f"IDX file {path} is truncated: {len(head)} bytes")
+            zero1, zero2, type_code, ndim = struct.unpack(">BBBB", head)
+            if zero1 != 0 or zero2 != 0 or type_code not in _IDX_DTYPES or not 1 <= ndim <= 4:
+                raise DataError(f"IDX file {path} has a bad magic number {head.hex()}: not an IDX file")
+            raw_dims = _read_exact(fh, 4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"IDX file {path} is truncated inside its header")
+            dims = struct.unpack(">" + "I" * ndim, raw_dims)
+            if expected is not None and tuple(dims) != tuple(expected):
+                raise DataError(f"IDX file {path} holds an array of shape {tuple(dims)}, expected {tuple(expected)}: "
+                                "it is not the file of this data set")
+            dtype = np.dtype(_IDX_DTYPES[type_code])
+            size = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+            if size > MAX_IDX_BYTES:
+                raise DataError(f"IDX file {path} claims {size} bytes of data (shape {tuple(dims)}), more than "
+                                f"{MAX_IDX_BYTES}: it is corrupt or not a data set pyrocompress reads")
+            check_memory(size, f"IDX file {path} (shape {tuple(dims)})")
+            buf = bytearray(size)
+            view = memoryview(buf)
+            got = 0
+            while got < size:
+                n = fh.readinto(view[got:got + (1 << 22)])
+                if not n:
+                    break
+                got += n
+            extra = fh.read(1)
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(f"IDX file {path} is corrupt or truncated ({exc}); delete it and fetch it again") from exc
-    if len(raw) < 4:
-        raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes")
-    zero1, zero2, type_code, ndim = struct.unpack(">BBBB", raw[:4])
-    if zero1 != 0 or zero2 != 0 or type_code not in _IDX_DTYPES or not 1 <= ndim <= 4:
-        raise DataError(f"IDX file {path} has a bad magic number {raw[:4].hex()}: not an IDX file")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"IDX file {path} is truncated inside its header")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[type_code])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(f"IDX file {path} holds {len(raw) - header} data bytes, its header {dims} says {expected}: "
+    if got != size or extra:
+        held = f"{got}" if got != size else f"more than {size}"
+        raise DataError(f"IDX file {path} holds {held} data bytes, its header {dims} says {size}: "
                         "the file is truncated or corrupt; delete it and fetch it again")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    if digest is not None:
+        digest.update(head + raw_dims)
+        digest.update(view)
+    return np.frombuffer(buf, dtype=dtype).reshape(dims)
 
 
-def _search_dirs(name: str, data_dir: Optional[str | os.PathLike]) -> list[Path]:
-    dirs: list[Path] = []
+def _search_dirs(name: str, data_dir: Optional[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """The folders to look in, in order, with how far each is trusted: ``explicit`` (a data_dir the
+    user gave), ``named`` (a folder of this data set by name) or ``shared`` (``$PYROCOMPRESS_DATA``
+    itself, which may hold any data set: its files must be recognisably this one)."""
+    dirs: list[tuple[Path, str]] = []
     if data_dir is not None:
-        dirs.append(Path(data_dir))
+        dirs.append((Path(data_dir), "explicit"))
     env = os.environ.get("PYROCOMPRESS_DATA")
     if env:
-        dirs += [Path(env) / name, Path(env)]
-    dirs.append(Path.home() / ".cache" / "pyrocompress" / name)
-    dirs.append(Path("/usr/share/datasets") / name)
+        dirs += [(Path(env) / name, "named"), (Path(env), "shared")]
+    dirs.append((Path.home() / ".cache" / "pyrocompress" / name, "named"))
+    dirs.append((Path("/usr/share/datasets") / name, "named"))
     return dirs
 
 
-def find_idx_files(name: str, data_dir: Optional[str | os.PathLike] = None) -> Optional[Path]:
-    """The first folder (in look-up order) that holds all four IDX files of ``name``, or None."""
-    files = _IDX_FILES[name]
-    for folder in _search_dirs(name, data_dir):
-        if all((folder / f).is_file() or (folder / f[:-3]).is_file() for f in files):
-            return folder
+def _first_labels(folder: Path, stem: str, n: int = 10) -> Optional[tuple[int, tuple[int, ...]]]:
+    """(number of labels, the first ``n``) of an IDX label file, reading only its first bytes."""
+    path = folder / f"{stem}.gz"
+    path = path if path.is_file() else folder / stem
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+            head = _read_exact(fh, 8 + n)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(head) < 8 or head[:4] != b"\x00\x00\x08\x01":
+        return None
+    return struct.unpack(">I", head[4:8])[0], tuple(head[8:])
+
+
+def recognise_idx(folder: str | os.PathLike) -> Optional[str]:
+    """The known data set (``mnist``, ``fashion-mnist``) whose files ``folder`` holds, recognised by
+    content (the number and first labels of each split), or None."""
+    folder = Path(folder)
+    seen = {split: _first_labels(folder, f"{split}-labels-idx1-ubyte") for split in ("train", "t10k")}
+    for name, marks in _FINGERPRINTS.items():
+        if all(seen[split] == marks[split] for split in marks):
+            return name
     return None
+
+
+def _has_files(folder: Path, name: str) -> bool:
+    return all((folder / f).is_file() or (folder / f[:-3]).is_file() for f in _IDX_FILES[name])
+
+
+def _find(name: str, data_dir) -> tuple[Optional[Path], list[str]]:
+    """The folder holding ``name``'s files (recognised, see :func:`_search_dirs`) and why others were passed over."""
+    passed: list[str] = []
+    for folder, trust in _search_dirs(name, data_dir):
+        if not _has_files(folder, name):
+            continue
+        found = recognise_idx(folder)
+        if found == name or (found is None and trust != "shared"):
+            return folder, passed
+        if found is not None:
+            passed.append(f"{folder} holds {found}, not {name}")
+        else:
+            passed.append(f"{folder} ($PYROCOMPRESS_DATA) holds IDX files that are not recognisably {name} (move "
+                          f"them to $PYROCOMPRESS_DATA/{name} if they are)")
+    return None, passed
+
+
+def find_idx_files(name: str, data_dir: Optional[str | os.PathLike] = None) -> Optional[Path]:
+    """The first folder (in look-up order) that holds all four IDX files of ``name``, or None.
+
+    MNIST and Fashion-MNIST share their file names: a folder whose files are recognisably the
+    other data set is passed over, and so is ``$PYROCOMPRESS_DATA`` itself unless its files are
+    recognisably ``name`` (a per-name folder, or a ``data_dir`` given, may hold a variant).
+    """
+    return _find(name, data_dir)[0]
 
 
 def _md5(path: Path) -> str:
@@ -341,31 +456,46 @@ def download_idx_files(name: str, target: str | os.PathLike, mirrors: Optional[S
 
 
 def _load_idx_dataset(name: str, data_dir, download: bool):
-    folder = find_idx_files(name, data_dir)
+    folder, passed = _find(name, data_dir)
+    skipped = f" (passed over: {'; '.join(passed)})" if passed else ""
     if folder is None and download:
         target = Path(data_dir) if data_dir is not None else Path.home() / ".cache" / "pyrocompress" / name
+        if data_dir is not None and passed and _has_files(target, name):
+            raise DataError(f"data set {name!r}: {'; '.join(passed)}; give the folder of {name}")
         try:
             folder = download_idx_files(name, target)
         except DataError as exc:
-            looked = ", ".join(str(d) for d in _search_dirs(name, data_dir))
+            looked = ", ".join(str(d) for d, _ in _search_dirs(name, data_dir))
             hint = " (on Debian: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
             raise DataError(
-                f"data set {name!r} not found (looked in: {looked}) and the download failed: {exc}. "
+                f"data set {name!r} not found (looked in: {looked}){skipped} and the download failed: {exc}. "
                 f"Put the four IDX .gz files in one of those folders or set PYROCOMPRESS_DATA{hint}.") from None
     if folder is None:
-        looked = ", ".join(str(d) for d in _search_dirs(name, data_dir))
-        raise DataError(f"data set {name!r} not found (looked in: {looked}); downloads are disabled")
+        looked = ", ".join(str(d) for d, _ in _search_dirs(name, data_dir))
+        raise DataError(f"data set {name!r} not found (looked in: {looked}){skipped}; downloads are disabled")
+    known = recognise_idx(folder) == name
+    digest = hashlib.sha256()
 
     def read(stem: str) -> np.ndarray:
         path = folder / f"{stem}.gz"
-        return read_idx(path if path.is_file() else folder / stem)
+        return read_idx(path if path.is_file() else folder / stem, _IDX_DIMS[stem] if known else None, digest)
 
     xtr, ytr = read("train-images-idx3-ubyte"), read("train-labels-idx1-ubyte")
     xte, yte = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
     for images, labels, which in ((xtr, ytr, "train"), (xte, yte, "t10k")):
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise DataError(f"{name} {which} files in {folder} do not match: images {images.shape}, labels {labels.shape}")
-    return xtr, ytr, xte, yte
+    return xtr, ytr, xte, yte, str(folder.resolve()), digest.hexdigest()
+
+
+def check_same_data(data: DataBundle, checksum: Optional[str], what: str, source: Optional[str] = None) -> None:
+    """Refuse (DataError) ``data`` when its content checksum is not ``checksum`` (what ``what``
+    recorded; nothing to check when it recorded none)."""
+    if checksum and data.checksum and checksum != data.checksum:
+        was = f" from {source}" if source else ""
+        raise DataError(f"{what} was made with other {data.name} data{was} (sha256 {checksum[:12]}...) than the data "
+                        f"found now in {data.source} (sha256 {data.checksum[:12]}...); point --data-dir or "
+                        "PYROCOMPRESS_DATA at the data it was trained on")
 
 
 def dataset_name(name: str) -> str:
@@ -373,7 +503,7 @@ def dataset_name(name: str) -> str:
     key = str(name).lower().replace("_", "-")
     key = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist"}.get(key, key)
     if key not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; valid data sets: {list(DATASETS)} (or use from_arrays)")
+        raise UserError(f"unknown data set {name!r}; valid data sets: {list(DATASETS)} (or use from_arrays)")
     return key
 
 
@@ -387,26 +517,32 @@ def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, *, val
     """
     key = dataset_name(name)
     if limit is not None and int(limit) <= 0:
-        raise ValueError(f"limit must be positive, got {limit}")
+        raise UserError(f"limit must be positive, got {limit}")
     if key == "digits":
         # scikit-learn takes about a second to import: imported only when the digits are loaded
+        import sklearn
         from sklearn.datasets import load_digits
 
         digits = load_digits()
         x = digits.images.astype(np.float32) / 16.0
         y = digits.target.astype(np.int64)
+        source = f"scikit-learn {sklearn.__version__}"
+        checksum = hashlib.sha256(np.ascontiguousarray(digits.images).tobytes()
+                                  + np.ascontiguousarray(digits.target).tobytes()).hexdigest()
         order = np.random.default_rng(12345).permutation(len(y))  # fixed test split, independent of seed
         n_test = 360
         test_idx, train_idx = order[:n_test], order[n_test:]
         xtr, ytr, xte, yte = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
     else:
-        xtr, ytr, xte, yte = _load_idx_dataset(key, data_dir, download)
+        xtr, ytr, xte, yte, source, checksum = _load_idx_dataset(key, data_dir, download)
         xtr, xte = xtr.astype(np.float32) / 255.0, xte.astype(np.float32) / 255.0
         ytr, yte = ytr.astype(np.int64), yte.astype(np.int64)
     if limit is not None:
         xtr, ytr, xte, yte = xtr[:limit], ytr[:limit], xte[:limit], yte[:limit]
-    return from_arrays(xtr, ytr, xte, yte, name=key, num_classes=10, val_fraction=val_fraction, seed=seed,
-                       normalize=normalize, class_names=_CLASS_NAMES[key])
+    bundle = from_arrays(xtr, ytr, xte, yte, name=key, num_classes=10, val_fraction=val_fraction, seed=seed,
+                         normalize=normalize, class_names=_CLASS_NAMES[key])
+    bundle.source, bundle.checksum = source, checksum
+    return bundle
 
 
 # ----------------------------------------------------------------- out-of-distribution inputs

@@ -19,6 +19,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, ClassVar, Mapping, Optional, TypeVar
 
+from .errors import UserError
+
 __all__ = ["Choice", "Structure", "Scope", "Level", "Kind", "Mode", "Schedule", "GradualStart", "Reduction",
            "SCORE_ALIASES", "METHOD_ALIASES", "normalise", "resolve_alias"]
 
@@ -60,7 +62,7 @@ class Choice(str, Enum):
             if member.value == key:
                 return member
         what = what or cls.__what__
-        raise ValueError(f"unknown {what} {value!r}; valid {what}s: {[m.value for m in cls]}")
+        raise UserError(f"unknown {what} {value!r}; valid {what}s: {[m.value for m in cls]}")
 
 
 class Structure(Choice):

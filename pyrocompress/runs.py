@@ -1,9 +1,13 @@
 """Run directories and checkpoints: atomic writes, safe loads (no pickle).
 
 A run directory holds ``config.json`` (what was trained and how, including the JSON
-architecture description and the priors of every layer), ``checkpoint.safetensors``
-(model and guide tensors, or the deterministic network's), ``metrics.json`` and
-``history.csv``. :func:`load_run` rebuilds the model and guide from those files alone.
+architecture description, the priors of every layer, and where the data came from with its
+checksum), ``checkpoint.safetensors`` (model and guide tensors, or the deterministic
+network's), ``metrics.json``, ``history.csv`` and, written last, ``COMPLETE``. While it trains
+it also holds ``train_state.safetensors`` (what ``train --resume`` continues from) and the
+lock ``.pyrocompress.lock``. :func:`load_run` rebuilds the model and guide from those files
+alone, and refuses a run that is unfinished, corrupt, of another model, too large for the
+machine, or holds non-finite parameters.
 """
 from __future__ import annotations
 
@@ -18,11 +22,14 @@ from typing import Any, Optional
 import torch
 from torch import nn
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
+from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from ._files import atomic_write
-from .data import DataBundle, load_dataset
+from ._files import (COMPLETE, LOCK_NAME, atomic_write, clear_marker, describe_holder, lock_holder, mark_complete,
+                     read_complete, read_json)
+from ._memory import check_memory, human_bytes
+from .data import DataBundle, check_same_data, load_dataset
+from .errors import RunError, UserError
 from .infer.guides import is_posterior_guide, make_guide
 from .nn.arch import ArchitectureError, build, describe
 from .nn.layers import bayes_layers
@@ -41,15 +48,26 @@ __all__ = [
     "load_run",
     "bayesian_config",
     "build_bayesian",
+    "run_status",
+    "check_finite",
+    "check_data_of",
     "CHECKPOINT",
+    "TRAIN_STATE",
+    "RUN_FORMAT",
 ]
 
 CHECKPOINT = "checkpoint.safetensors"
-RUN_FORMAT = "pyrocompress.run/1"
-
-
-class RunError(ValueError):
-    """A run directory or checkpoint is missing, corrupt, or of another model."""
+#: the training state of an unfinished run (optimizer, scheduler, epoch, RNG, history): what ``--resume`` reads
+TRAIN_STATE = "train_state.safetensors"
+#: run directories written since runs carry a COMPLETE marker
+RUN_FORMAT = "pyrocompress.run/2"
+#: older run directories: complete when they hold metrics.json (written last then)
+LEGACY_FORMATS = ("pyrocompress.run/1",)
+#: a safetensors header larger than this is refused unread
+MAX_HEADER_BYTES = 100 << 20
+#: bytes per element of the safetensors dtypes
+_ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -109,20 +127,92 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     atomic_write_bytes(path, blob)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict, dict]:
-    """Load a safetensors checkpoint: (tensors, metadata). Never unpickles anything."""
+def _corrupt(path: Path, why: str) -> RunError:
+    return RunError(f"checkpoint {path} is corrupt or not a safetensors file ({why}); retrain or restore it")
+
+
+def _check_header(path: Path, fh, size: int) -> tuple[dict, int]:
+    """Read and check a safetensors header: (tensor entries, data bytes). Nothing else is read."""
+    if size < 8:
+        raise _corrupt(path, f"{size} bytes")
+    n = int.from_bytes(fh.read(8), "little")
+    if n < 2 or n > min(size - 8, MAX_HEADER_BYTES):
+        raise _corrupt(path, f"its header claims {n} bytes of a {size}-byte file")
+    try:
+        header = json.loads(fh.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(path, f"header: {exc}") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "the header is not a JSON object")
+    data_bytes = size - 8 - n
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            itemsize = _ST_ITEMSIZE[entry["dtype"]]
+            shape = [int(s) for s in entry["shape"]]
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _corrupt(path, f"entry {name!r}: {exc!r}") from None
+        numel = 1
+        for s in shape:
+            if s < 0:
+                raise _corrupt(path, f"entry {name!r} has shape {shape}")
+            numel *= s
+        if not 0 <= begin <= end or end - begin != numel * itemsize:
+            raise _corrupt(path, f"entry {name!r} of shape {shape} spans bytes {begin}..{end}")
+        spans.append((begin, end))
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise _corrupt(path, "its tensors overlap or leave holes")
+        position = end
+    if position != data_bytes:
+        raise _corrupt(path, f"the header describes {position} bytes of tensors, the file holds {data_bytes}: "
+                             "truncated or padded")
+    return header, data_bytes
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse (RunError) tensors holding NaN or infinite values: a diverged or corrupt network."""
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in tensors.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())}
+    if bad:
+        first = sorted(bad)[:3]
+        raise RunError(f"{where} holds non-finite values (NaN or infinite) in {len(bad)} tensor(s), e.g. "
+                       + ", ".join(f"{k} ({bad[k]} values)" for k in first)
+                       + ": the training diverged or the file was damaged; retrain (e.g. with a lower --lr)")
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", *, max_bytes: Optional[int] = None,
+                    finite: bool = False) -> tuple[dict, dict]:
+    """Load a safetensors checkpoint: (tensors, metadata). Never unpickles anything.
+
+    The header is read and checked first (entries, sizes, that they tile the file exactly): a
+    truncated, padded or foreign file is refused before its data is read, and so are tensors
+    larger than ``max_bytes`` (what the model they are for needs) or than the machine's memory.
+    ``finite``: refuse NaN or infinite values.
+    """
     path = Path(path)
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist")
-    raw = path.read_bytes()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header, data_bytes = _check_header(path, fh, size)
+    if max_bytes is not None and data_bytes > max_bytes:
+        raise RunError(f"checkpoint {path} holds {human_bytes(data_bytes)} of tensors, its model needs "
+                       f"{human_bytes(max_bytes)}: it belongs to another model or is corrupt")
+    check_memory(data_bytes, f"checkpoint {path}", "it is corrupt or meant for a larger machine")
     try:
-        tensors = st_load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8:8 + header_len])
-        meta = json.loads(header.get("__metadata__", {}).get("pyrocompress", "{}"))
-    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"checkpoint {path} is corrupt or not a safetensors file ({exc}); retrain or restore it") from None
-    return {k: v.to(device) for k, v in tensors.items()}, meta
+        meta = json.loads((header.get("__metadata__") or {}).get("pyrocompress", "{}"))
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError) as exc:
+        raise _corrupt(path, str(exc)) from None
+    if finite:
+        check_finite(tensors, f"checkpoint {path}")
+    return {k: v.to(device) for k, v in tensors.items()}, meta if isinstance(meta, dict) else {}
 
 
 # --------------------------------------------------------------------- models
@@ -207,19 +297,58 @@ class Run:
         return self.kind == "bayesian"
 
     def load_data(self, **overrides) -> DataBundle:
-        """The data set the run was trained on (same split seed)."""
+        """The data set the run was trained on (same split seed), checked against the checksum the run
+        recorded: from the folder it came from when that still exists, else looked up as usual."""
         spec = dict(self.config.get("data", {}))
+        recorded = {k: spec.pop(k, None) for k in ("source", "sha256")}
         spec.update(overrides)
         name = spec.pop("dataset", None)
         if name is None:
             raise RunError(f"run {self.path} records no data set; pass the data explicitly")
-        return load_dataset(name, **spec)
+        source = recorded["source"]
+        if spec.get("data_dir") is None and source and Path(source).is_dir():
+            spec["data_dir"] = source
+        data = load_dataset(name, **spec)
+        check_same_data(data, recorded["sha256"], f"run {self.path}", recorded["source"])
+        return data
+
+
+def check_data_of(run: Run, data: DataBundle) -> None:
+    """Refuse (DataError) ``data`` that is not the data ``run`` was trained on (by the checksum it recorded)."""
+    spec = run.config.get("data", {})
+    check_same_data(data, spec.get("sha256"), f"run {run.path}", spec.get("source"))
+
+
+def run_status(run_dir: str | os.PathLike) -> str:
+    """``complete``, ``running`` (a living process holds its lock), ``interrupted`` (an unfinished run
+    nobody writes: ``train --resume`` continues it) or ``missing`` (not a run directory)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        return "running" if lock_holder(run_dir) else "missing"
+    if read_complete(run_dir) is not None:
+        return "complete"
+    if lock_holder(run_dir):
+        return "running"
+    try:
+        config = read_json(cfg_path, "run configuration", RunError)
+    except (RunError, OSError):
+        return "interrupted"
+    if config.get("format") in LEGACY_FORMATS and (run_dir / "metrics.json").is_file() and \
+            not (run_dir / TRAIN_STATE).is_file():
+        return "complete"
+    return "interrupted"
 
 
 def save_run(run_dir: str | os.PathLike, config: dict[str, Any], *, model: Optional[BayesianModel] = None,
              guide=None, net: Optional[nn.Module] = None, metrics: Optional[dict] = None,
-             history: Optional[list[dict]] = None) -> Path:
-    """Write a run directory: checkpoint (first), config, history, metrics; each file atomically."""
+             history: Optional[list[dict]] = None, complete: bool = True) -> Path:
+    """Write a run directory: checkpoint (first), config, history, metrics; each file atomically.
+
+    ``complete``: the run is whole; its parameters are checked (all finite) and ``COMPLETE`` is
+    written last. Otherwise (a checkpoint during training) the marker is removed first, so a
+    reader never takes a run in progress for a finished one.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = dict(config)
@@ -233,45 +362,76 @@ def save_run(run_dir: str | os.PathLike, config: dict[str, Any], *, model: Optio
         config["architecture"] = describe(net)
         tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
     else:
-        raise ValueError("save_run needs a Bayesian model with its guide, or a plain network")
+        raise UserError("save_run needs a Bayesian model with its guide, or a plain network")
+    if complete:
+        check_finite(tensors, f"the network to be saved in {run_dir}")
+    else:
+        clear_marker(run_dir)
     save_checkpoint(run_dir / CHECKPOINT, tensors, {"config": config})
     write_json(run_dir / "config.json", config)
     if history is not None:
         write_csv(run_dir / "history.csv", history)
     if metrics is not None:
         write_json(run_dir / "metrics.json", metrics)
+    if complete:
+        mark_complete(run_dir, "run", kind=config["kind"])
     return run_dir
 
 
-def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
-    """Load a run directory written by :func:`save_run` (or ``pyrocompress train``)."""
+def _state_bytes(module: nn.Module) -> int:
+    return sum(v.numel() * v.element_size() for v in module.state_dict().values())
+
+
+def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", *, complete: bool = True) -> Run:
+    """Load a run directory written by :func:`save_run` (or ``pyrocompress train``).
+
+    Refused with one :class:`RunError` line saying what to do: not a run, an unfinished run
+    (``complete``: the default; ``train --resume`` continues it), a config.json that is not a JSON
+    object, a network too large for this machine, a checkpoint that is corrupt, of another model,
+    or holds NaN / infinite parameters.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is not a directory; give the folder that `pyrocompress train --out` wrote")
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file() or not (run_dir / CHECKPOINT).is_file():
+        if (run_dir / LOCK_NAME).exists() or (run_dir / TRAIN_STATE).exists():
+            holder = lock_holder(run_dir)
+            if holder:
+                raise RunError(f"{run_dir} is being trained now by {describe_holder(holder)}; wait until it finishes")
+            raise RunError(f"{run_dir} is an unfinished run (its training was interrupted before its first "
+                           f"checkpoint); continue it with `pyrocompress train --resume --out {run_dir}` (add the options it was "
+                           "started with)")
         raise RunError(f"{run_dir} is not a pyrocompress run: it needs config.json and {CHECKPOINT}")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{cfg_path} is not valid JSON ({exc})") from None
-    if config.get("format") != RUN_FORMAT:
+    config = read_json(cfg_path, "run configuration", RunError)
+    if config.get("format") != RUN_FORMAT and config.get("format") not in LEGACY_FORMATS:
         raise RunError(f"{run_dir} is not a pyrocompress run (config.json has format {config.get('format')!r})")
-    tensors, _ = load_checkpoint(run_dir / CHECKPOINT)
+    if complete:
+        status = run_status(run_dir)
+        if status == "running":
+            raise RunError(f"{run_dir} is being trained now by {describe_holder(lock_holder(run_dir) or {})}; "
+                           "wait until it finishes")
+        if status != "complete":
+            raise RunError(f"{run_dir} is an unfinished run (no {COMPLETE} marker: its training was interrupted); "
+                           f"continue it with `pyrocompress train --resume --out {run_dir}` (add the options it was "
+                           "started with), or train it again with --overwrite")
     metrics = {}
     if (run_dir / "metrics.json").is_file():
         try:
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        except json.JSONDecodeError:
+            metrics = read_json(run_dir / "metrics.json", "run metrics", RunError)
+        except RunError:
             metrics = {}
     if config.get("kind") == "deterministic":
         try:
             net = build(config["architecture"])
         except (KeyError, ArchitectureError) as exc:
             raise RunError(f"cannot rebuild the network of {run_dir}: {exc}") from None
+        tensors, _ = load_checkpoint(run_dir / CHECKPOINT, max_bytes=2 * _state_bytes(net) + (1 << 20), finite=True)
         _load_state(net, tensors, "net.", run_dir / CHECKPOINT)
         return Run(run_dir, config, net=net.to(device), metrics=metrics)
     model, guide = build_bayesian(config)
+    need = _state_bytes(model) + _state_bytes(guide)
+    tensors, _ = load_checkpoint(run_dir / CHECKPOINT, max_bytes=2 * need + (1 << 20), finite=True)
     tensors = _upgrade_guide_state(tensors)
     _load_state(model, tensors, "model.", run_dir / CHECKPOINT)
     _load_state(guide, tensors, "guide.", run_dir / CHECKPOINT)

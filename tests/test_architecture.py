@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1] / "pyrocompress"
 
 #: layers, lowest first: (name, module prefixes)
 LAYERS = [
-    ("base", ("pyrocompress._files", "pyrocompress._scope", "pyrocompress.names")),
+    ("base", ("pyrocompress.errors", "pyrocompress._files", "pyrocompress._memory", "pyrocompress._scope",
+              "pyrocompress.names")),
     ("data", ("pyrocompress.data",)),
     ("nn", ("pyrocompress.nn",)),
     ("metrics", ("pyrocompress.metrics",)),

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 import xarray as xr
 
+from ..errors import UserError
 from .._files import atomic_write
 
 __all__ = [
@@ -98,7 +99,7 @@ def get_group(idata, name: str) -> Optional[xr.Dataset]:
 def hdi(values: xr.Dataset | xr.DataArray, hdi_prob: float) -> xr.Dataset | xr.DataArray:
     """Highest-density interval over the ``chain`` and ``draw`` dims (``hdi`` dim: lower, higher)."""
     if not 0.0 < float(hdi_prob) < 1.0:
-        raise ValueError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
+        raise UserError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
     with _quiet():
         return arviz().hdi(values, hdi_prob=float(hdi_prob))
 
@@ -110,7 +111,7 @@ def summary_stats(dataset: xr.Dataset, hdi_prob: float, var_names: Optional[Sequ
     are i.i.d. and say nothing about SVI convergence.
     """
     if not 0.0 < float(hdi_prob) < 1.0:
-        raise ValueError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
+        raise UserError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
     with _quiet():
         return arviz().summary(dataset, var_names=list(var_names) if var_names else None, kind="stats",
                                hdi_prob=float(hdi_prob))

@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 import torch
 from pyro import poutine
 
+from ..errors import UserError
 from .._scope import pyro_scope
 from ..infer.guides import is_posterior_guide
 from ..nn.model import BayesianModel
@@ -26,10 +27,10 @@ _CHUNK_ELEMENTS = 1 << 22
 
 def check_draws(draws, what: str = "draws", allow_zero: bool = False) -> int:
     if isinstance(draws, bool) or not isinstance(draws, int):
-        raise ValueError(f"{what} must be an integer, got {draws!r}")
+        raise UserError(f"{what} must be an integer, got {draws!r}")
     if draws < 0 or (draws == 0 and not allow_zero):
         need = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{what} must be {need}, got {draws}")
+        raise UserError(f"{what} must be {need}, got {draws}")
     return draws
 
 
@@ -119,7 +120,7 @@ def sample_guide(model: BayesianModel, guide, draws: int, generator: torch.Gener
             trace = poutine.trace(guide).get_trace()
             for s in sites:
                 if s not in trace.nodes:
-                    raise ValueError(f"the guide has no sample site {s!r}: it does not belong to this model")
+                    raise UserError(f"the guide has no sample site {s!r}: it does not belong to this model")
                 collected[s].append(trace.nodes[s]["value"].detach().cpu())
     return {s: torch.stack(v) for s, v in collected.items()}
 
@@ -131,14 +132,14 @@ def posterior_view(model: BayesianModel, guide, moment_draws: int = 200, seed: i
         raise TypeError(f"diagnostics need a BayesianModel, got {type(model).__name__}; "
                         "deterministic networks have no posterior to diagnose")
     if guide is None:
-        raise ValueError("diagnostics need the guide (the posterior) of the model")
+        raise UserError("diagnostics need the guide (the posterior) of the model")
     if has_closed_form(guide):
         guide.check_belongs_to(model)
         moments = {s: (guide.loc_of(s).detach().cpu(), guide.scale_of(s).detach().cpu()) for s in guide.site_names()}
         return PosteriorView(model, guide, moments, True)
     check_draws(moment_draws, "moment_draws")
     if moment_draws < 2:
-        raise ValueError(f"moment_draws must be >= 2 to estimate a scale from draws, got {moment_draws}")
+        raise UserError(f"moment_draws must be >= 2 to estimate a scale from draws, got {moment_draws}")
     warnings.warn(f"guide {type(guide).__name__} has no closed-form loc/scale: moments and scores are estimated "
                   f"from {moment_draws} draws (Monte Carlo)", stacklevel=2)
     generator = torch.Generator().manual_seed(int(seed) + 7919)

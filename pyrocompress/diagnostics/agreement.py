@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 from scipy.stats import rankdata
 
+from ..errors import UserError
 from .convert import RUN_DIM, combine_runs
 
 __all__ = ["run_agreement", "spearman", "jaccard"]
@@ -63,25 +64,25 @@ def run_agreement(scores: Sequence[xr.Dataset] | xr.Dataset, threshold: Optional
     """
     ds = scores if isinstance(scores, xr.Dataset) else combine_runs(list(scores))
     if RUN_DIM not in ds.dims:
-        raise ValueError(f"the scores need a {RUN_DIM!r} dim: pass a list of per-run score datasets")
+        raise UserError(f"the scores need a {RUN_DIM!r} dim: pass a list of per-run score datasets")
     runs = [str(r) for r in ds[RUN_DIM].values]
     if len(runs) < 2:
-        raise ValueError("agreement needs at least 2 runs")
+        raise UserError("agreement needs at least 2 runs")
     if threshold is not None and bottom_k is not None:
-        raise ValueError("give threshold or bottom_k, not both")
+        raise UserError("give threshold or bottom_k, not both")
     if bottom_k is not None and (not isinstance(bottom_k, int) or bottom_k < 1):
-        raise ValueError(f"bottom_k must be a positive integer, got {bottom_k!r}")
+        raise UserError(f"bottom_k must be a positive integer, got {bottom_k!r}")
     if not 0 < bottom_fraction <= 1:
-        raise ValueError(f"bottom_fraction must lie in (0, 1], got {bottom_fraction}")
+        raise UserError(f"bottom_fraction must lie in (0, 1], got {bottom_fraction}")
     names = list(variables) if variables is not None else [str(v) for v in ds.data_vars]
     out: dict[str, xr.DataArray] = {}
     for var in names:
         if var not in ds:
-            raise ValueError(f"unknown variable {var!r}; available: {sorted(map(str, ds.data_vars))}")
+            raise UserError(f"unknown variable {var!r}; available: {sorted(map(str, ds.data_vars))}")
         arr = ds[var]
         other = [d for d in arr.dims if d != RUN_DIM]
         if len(other) != 1:
-            raise ValueError(f"{var!r} has dims {arr.dims}: agreement is computed on group-level scores "
+            raise UserError(f"{var!r} has dims {arr.dims}: agreement is computed on group-level scores "
                              "(one dim besides run); use score_dataset(level='group' or 'in_channel')")
         gdim = other[0]
         values = arr.transpose(RUN_DIM, gdim).values.astype(float)

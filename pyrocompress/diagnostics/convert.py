@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import xarray as xr
 from pyro import poutine
 
+from ..errors import UserError
 from .._scope import pyro_scope
 from . import _arviz
 from ._posterior import PosteriorView, check_draws, posterior_view
@@ -96,7 +97,7 @@ def to_inference_data(model, guide, draws: int = 0, data=None, seed: int = 0, gr
     check_draws(draws, "draws", allow_zero=True)
     check_draws(group_draws, "group_draws", allow_zero=True)
     if data is not None and draws <= 0:
-        raise ValueError("observed_data / posterior_predictive / log_likelihood need joint posterior draws: "
+        raise UserError("observed_data / posterior_predictive / log_likelihood need joint posterior draws: "
                          f"pass draws > 0 (got draws={draws})")
     view = view or posterior_view(model, guide, moment_draws=moment_draws, seed=seed)
     groups: dict[str, xr.Dataset] = {"posterior_moments": moments_dataset(view)}
@@ -151,10 +152,10 @@ def combine_runs(runs: Sequence, names: Optional[Sequence[str]] = None):
     """
     runs = list(runs)
     if len(runs) < 2:
-        raise ValueError(f"combine_runs needs at least 2 runs, got {len(runs)}")
+        raise UserError(f"combine_runs needs at least 2 runs, got {len(runs)}")
     names = [str(n) for n in names] if names is not None else [f"run{i}" for i in range(len(runs))]
     if len(names) != len(runs) or len(set(names)) != len(names):
-        raise ValueError(f"names must be {len(runs)} distinct labels, got {names}")
+        raise UserError(f"names must be {len(runs)} distinct labels, got {names}")
     index = pd.Index(names, name=RUN_DIM)
     if all(isinstance(r, xr.Dataset) for r in runs):
         return _concat(runs, index, "dataset")
@@ -168,10 +169,10 @@ def combine_runs(runs: Sequence, names: Optional[Sequence[str]] = None):
 def _concat(datasets: list[xr.Dataset], index: pd.Index, where: str) -> xr.Dataset:
     names = [sorted(ds.data_vars) for ds in datasets]
     if any(n != names[0] for n in names):
-        raise ValueError(f"group {where!r}: the runs have different variables; combine runs of the same model")
+        raise UserError(f"group {where!r}: the runs have different variables; combine runs of the same model")
     try:
         out = xr.concat(datasets, dim=index, join="exact", combine_attrs="drop_conflicts")
     except ValueError as exc:
-        raise ValueError(f"group {where!r}: the runs' dims or coords differ ({exc}); combine runs of the same "
+        raise UserError(f"group {where!r}: the runs' dims or coords differ ({exc}); combine runs of the same "
                          "architecture with the same number of draws") from None
     return out

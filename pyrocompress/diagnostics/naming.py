@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UserError
 from ..names import Level
 from ..nn.layers import BayesLayer
 
@@ -29,7 +30,7 @@ def site_dims(layer_name: str, layer: BayesLayer, site: str = "weight") -> tuple
     if site == "bias":
         return (f"{p}_out",)
     if site != "weight":
-        raise ValueError(f"unknown site {site!r}; valid sites: ['weight', 'bias']")
+        raise UserError(f"unknown site {site!r}; valid sites: ['weight', 'bias']")
     shape = layer.site_shape("weight")
     if len(shape) == 2:
         return (f"{p}_out", f"{p}_in")
@@ -58,4 +59,4 @@ def level_dim(layer_name: str, level: str) -> str:
         return f"{p}_out"
     if level == "in_channel":
         return f"{p}_in"
-    raise ValueError("level 'weight' has the site's dims; use site_dims")
+    raise UserError("level 'weight' has the site's dims; use site_dims")

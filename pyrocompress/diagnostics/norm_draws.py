@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..errors import UserError
 from . import _arviz
 from ._posterior import PosteriorView, check_draws, posterior_view
 from .naming import check_level, dim_prefix
@@ -25,7 +26,7 @@ __all__ = ["norm_draws_dataset", "norm_hdi_scores", "hdi_z", "check_hdi_prob", "
 def hdi_z(hdi_prob: float) -> float:
     """Half-width of the central interval of a standard Normal holding ``hdi_prob``."""
     if not 0.0 < hdi_prob < 1.0:
-        raise ValueError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
+        raise UserError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
     return math.sqrt(2.0) * torch.erfinv(torch.tensor(hdi_prob, dtype=torch.float64)).item()
 
 
@@ -64,7 +65,7 @@ def norm_hdi_scores(model, guide, level: str = "group", hdi_prob: float = 0.95, 
     level = check_level(level)
     check_hdi_prob(hdi_prob)
     if level == "weight":
-        raise ValueError("score 'norm_hdi_low' is defined per group or input channel, not per weight")
+        raise UserError("score 'norm_hdi_low' is defined per group or input channel, not per weight")
     if norm_draws is None:
         check_draws(draws, "draws (needed for the HDI of group norms)")
         view = view or posterior_view(model, guide, seed=seed)

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 import xarray as xr
 
+from ..errors import UserError
 from ..runs import atomic_write_bytes
 from . import _arviz
 from ._posterior import PosteriorView
@@ -71,9 +72,9 @@ def plot_diagnostics(view: PosteriorView, out_dir: str | Path, norm_draws: Optio
     """Write the diagnostic figures of every Bayesian layer into ``out_dir``; returns the paths."""
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ValueError(f"unknown figure formats {bad}; valid formats: {list(FORMATS)}")
+        raise UserError(f"unknown figure formats {bad}; valid formats: {list(FORMATS)}")
     if max_groups < 2:
-        raise ValueError(f"max_groups must be >= 2, got {max_groups}")
+        raise UserError(f"max_groups must be >= 2, got {max_groups}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = view.layers()

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import torch
 import xarray as xr
 
+from ..errors import UserError
 from ..names import normalise
 from ._posterior import PosteriorView, check_draws, posterior_view
 from .naming import check_level, level_dim, site_coords, site_dims
@@ -42,7 +43,7 @@ def _resolve_scores(scores: Optional[Sequence[str] | str], level: str,
     else:
         names = list(scores)
     if not names:
-        raise ValueError("no scores asked for; give at least one name (see score_names())")
+        raise UserError("no scores asked for; give at least one name (see score_names())")
     return [(normalise(n), get_score(n)) for n in names]
 
 
@@ -74,7 +75,7 @@ def score_dataset(model, guide, scores: Optional[Sequence[str] | str] = None, le
         for var, spec in specs:
             if spec.group_fn is not None:
                 if level == "weight":
-                    raise ValueError(f"score {spec.name!r} is defined per group or input channel, not per weight")
+                    raise UserError(f"score {spec.name!r} is defined per group or input channel, not per weight")
                 if norm_draws is None:
                     check_draws(draws, f"draws (needed for score {spec.name!r})")
                     norm_draws = norm_draws_dataset(view, draws, seed)
@@ -93,7 +94,7 @@ def score_dataset(model, guide, scores: Optional[Sequence[str] | str] = None, le
                 loc, scale = view.moments[site]
                 if spec.name == "prob_nonzero" and not view.closed_form:
                     if not delta > 0:
-                        raise ValueError(f"delta must be positive, got {delta}")
+                        raise UserError(f"delta must be positive, got {delta}")
                     values = (view.site_draws[site].abs() >= delta).to(loc.dtype).mean(0)
                 else:
                     values = spec.fn(loc, scale, layer, "weight", hdi_prob=hdi_prob, delta=delta)

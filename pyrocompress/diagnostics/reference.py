@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..infer.guides import PosteriorGuide, is_posterior_guide
 from ..infer.nuts import DEFAULT_MAX_PARAMS, NutsDraws, sample_nuts
 from ..nn.model import BayesianModel
@@ -151,7 +152,7 @@ def compare_to_guide(reference: ReferencePosterior, model: BayesianModel, guide:
     mark redundant. Biases are left out unless ``include_bias``.
     """
     if not 0.0 < float(redundant_fraction) < 1.0:
-        raise ValueError(f"redundant_fraction must be in (0, 1), got {redundant_fraction}")
+        raise UserError(f"redundant_fraction must be in (0, 1), got {redundant_fraction}")
     if not is_posterior_guide(guide):
         raise TypeError("compare_to_guide needs a pyrocompress MeanFieldGuide")
     guide.check_belongs_to(model)
@@ -159,7 +160,7 @@ def compare_to_guide(reference: ReferencePosterior, model: BayesianModel, guide:
     sites = [s for s in model.site_names() if include_bias or s.endswith(".weight")]
     missing = [s for s in sites if s not in moments]
     if missing:
-        raise ValueError(f"the reference has no draws of {missing}; was it sampled from this model?")
+        raise UserError(f"the reference has no draws of {missing}; was it sampled from this model?")
     rows: list[dict[str, Any]] = []
     cols: dict[str, list] = {k: [] for k in ("hmc_mean", "hmc_std", "vi_mean", "vi_std")}
     site_of: list[str] = []
@@ -169,7 +170,7 @@ def compare_to_guide(reference: ReferencePosterior, model: BayesianModel, guide:
             v_mean = guide.loc_of(site).detach().double().cpu().numpy()
             v_std = guide.scale_of(site).detach().double().cpu().numpy()
         if h_mean.shape != v_mean.shape:
-            raise ValueError(f"site {site}: reference shape {h_mean.shape} differs from the guide's {v_mean.shape}")
+            raise UserError(f"site {site}: reference shape {h_mean.shape} differs from the guide's {v_mean.shape}")
         for key, arr in (("hmc_mean", h_mean), ("hmc_std", h_std), ("vi_mean", v_mean), ("vi_std", v_std)):
             cols[key].append(arr.reshape(-1))
         for idx in np.ndindex(*h_mean.shape):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import UserError
 from ..infer.nuts import DEFAULT_MAX_PARAMS, INIT_STRATEGIES
 from ..infer.relabel import RELABEL_MODES
 from ..runs import RunError, load_run
@@ -19,7 +20,7 @@ def _cmd_reference(args: argparse.Namespace) -> int:
         raise RunError(f"{args.run_dir} is a deterministic run; the reference posterior needs a Bayesian run "
                        f"(train without --deterministic)")
     if args.subset is not None and args.subset <= 0:
-        raise ValueError(f"--subset must be positive, got {args.subset}")
+        raise UserError(f"--subset must be positive, got {args.subset}")
     data = run.load_data()
     split = data.train
     if args.subset is not None:

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._files import read_json
+from ..errors import UserError
 from ..nn.model import BayesianModel
 from ..runs import write_csv, write_json
 from . import _arviz
@@ -24,7 +26,7 @@ from .reference import ReferencePosterior, model_fingerprint
 __all__ = ["write_reference", "load_reference", "ReferenceMismatchError"]
 
 
-class ReferenceMismatchError(ValueError):
+class ReferenceMismatchError(UserError):
     """A stored reference posterior is not the posterior of the model it is compared with."""
 
 
@@ -65,7 +67,7 @@ def load_reference(out_dir: str | os.PathLike, model: Optional[BayesianModel] = 
         raise FileNotFoundError(f"{out} is not a reference folder (missing {missing}); write one with "
                                 f"`pyrocompress reference RUN_DIR --out {out}`")
     try:
-        doc = json.loads((out / "comparison.json").read_text())
+        doc = read_json(out / "comparison.json", "reference comparison", ReferenceMismatchError)
         idata = _arviz.from_netcdf(out / "posterior.nc")
         summary = pd.read_csv(out / "summary.csv").set_index("parameter")
     except (ValueError, OSError, KeyError) as exc:

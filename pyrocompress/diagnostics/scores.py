@@ -52,6 +52,7 @@ from typing import Callable, Optional
 import torch
 from pyro import poutine
 
+from ..errors import UserError
 from ..infer.guides import is_posterior_guide
 from ..infer.scales import NormalScales
 from ..names import SCORE_ALIASES, resolve_alias
@@ -95,7 +96,7 @@ def _random_groups(units: int, generator: Optional[torch.Generator] = None) -> t
 
 def _prob_nonzero(loc, scale, layer, site, delta: float = 1e-2, **_):
     if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+        raise UserError(f"delta must be positive, got {delta}")
     inside = _normal_cdf((delta - loc) / scale) - _normal_cdf((-delta - loc) / scale)
     return 1.0 - inside
 
@@ -119,21 +120,21 @@ def _log_alpha(loc, scale, layer, site, **_):
 @torch.no_grad()
 def _unit_log_alpha(model, guide, level: str = "group", **_) -> dict[str, torch.Tensor]:
     if level != "group":
-        raise ValueError(f"score 'unit_log_alpha' is defined per output unit (level 'group'), not {level!r}")
+        raise UserError(f"score 'unit_log_alpha' is defined per output unit (level 'group'), not {level!r}")
     out = {}
     for name, _layer in model.bayes_layers():  # layers without such a posterior have no score (and are kept)
         scales = guide.group_scales_of(name)
         if isinstance(scales, NormalScales):
             out[name] = -scales.log_alpha().detach()
     if not out:
-        raise ValueError("score 'unit_log_alpha' needs a layer whose unit scales have a posterior of their own "
+        raise UserError("score 'unit_log_alpha' needs a layer whose unit scales have a posterior of their own "
                          "(a group prior with a normal unit-scale posterior, e.g. group_log_uniform)")
     return out
 
 
 def _relative_norm(model, guide, level: str = "group", **_) -> dict[str, torch.Tensor]:
     if level != "group":
-        raise ValueError(f"score 'relative_norm' is defined per output unit (level 'group'), not {level!r}")
+        raise UserError(f"score 'relative_norm' is defined per output unit (level 'group'), not {level!r}")
     out = {}
     for name, _layer in model.bayes_layers():
         norms = guide.loc_of(f"{name}.weight").detach().flatten(1).norm(dim=1)
@@ -216,7 +217,7 @@ def get_score(name: str) -> Score:
     """The registered score called ``name`` (or one of its aliases)."""
     key = resolve_alias(name, SCORE_ALIASES)
     if key not in SCORES:
-        raise ValueError(f"unknown score {name!r}; valid scores: {score_names()}")
+        raise UserError(f"unknown score {name!r}; valid scores: {score_names()}")
     return SCORES[key]
 
 
@@ -228,7 +229,7 @@ def posterior_moments(model: BayesianModel, guide, num_draws: int = 64) -> dict[
         guide.check_belongs_to(model)
         return {s: (guide.loc_of(s).detach(), guide.scale_of(s).detach()) for s in guide.site_names()}
     if num_draws < 2:
-        raise ValueError(f"num_draws must be >= 2 to estimate a scale from draws, got {num_draws}")
+        raise UserError(f"num_draws must be >= 2 to estimate a scale from draws, got {num_draws}")
     warnings.warn(f"guide {type(guide).__name__} has no closed-form scales: moments estimated from {num_draws} draws",
                   stacklevel=2)
     draws: dict[str, list[torch.Tensor]] = {s: [] for s in model.site_names()}
@@ -236,7 +237,7 @@ def posterior_moments(model: BayesianModel, guide, num_draws: int = 64) -> dict[
         trace = poutine.trace(guide).get_trace()
         for site in draws:
             if site not in trace.nodes:
-                raise ValueError(f"the guide has no sample site {site!r}: it does not belong to this model")
+                raise UserError(f"the guide has no sample site {site!r}: it does not belong to this model")
             draws[site].append(trace.nodes[site]["value"].detach())
     return {s: (torch.stack(v).mean(0), torch.stack(v).std(0).clamp_min(1e-12)) for s, v in draws.items()}
 
@@ -246,7 +247,7 @@ def weight_scores(model: BayesianModel, guide, score: str = "snr", moments: Opti
     """Per-weight importance of every Bayesian layer's weight: ``{layer_name: tensor}``."""
     spec = get_score(score)
     if spec.fn is None:
-        raise ValueError(f"score {spec.name!r} is defined per group only (from posterior draws); use "
+        raise UserError(f"score {spec.name!r} is defined per group only (from posterior draws); use "
                          f"group_scores(...) or diagnostics.score_dataset(..., level='group')")
     moments = moments if moments is not None else posterior_moments(model, guide)
     out: dict[str, torch.Tensor] = {}
@@ -259,7 +260,7 @@ def weight_scores(model: BayesianModel, guide, score: str = "snr", moments: Opti
 def reduce_groups(values: torch.Tensor, reduction: str) -> torch.Tensor:
     """Reduce a (groups, ...) tensor to one value per group."""
     if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; valid reductions: {sorted(REDUCTIONS)}")
+        raise UserError(f"unknown reduction {reduction!r}; valid reductions: {sorted(REDUCTIONS)}")
     return REDUCTIONS[reduction](values.reshape(values.shape[0], -1))
 
 
@@ -270,9 +271,9 @@ def reduce_level(values: torch.Tensor, reduction: str, level: str = "group") -> 
         return reduce_groups(values, reduction)
     if level == "in_channel":
         if values.dim() < 2:
-            raise ValueError("level 'in_channel' needs a weight with an input dim (dim 1)")
+            raise UserError("level 'in_channel' needs a weight with an input dim (dim 1)")
         return reduce_groups(values.transpose(0, 1), reduction)
-    raise ValueError(f"unknown level {level!r}; valid levels: ['group', 'in_channel']")
+    raise UserError(f"unknown level {level!r}; valid levels: ['group', 'in_channel']")
 
 
 def group_scores(model: BayesianModel, guide, score: str = "norm", reduction: Optional[str] = None,

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from ..errors import UserError
 from . import _arviz
 from ._posterior import PosteriorView, check_draws, posterior_view
 from .norm_draws import check_hdi_prob, hdi_z, norm_draws_dataset
@@ -31,7 +32,7 @@ SUMMARY_COLUMNS = {
 
 def _check_threshold(threshold: float) -> float:
     if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
-        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        raise UserError(f"threshold must be a finite number >= 0, got {threshold!r}")
     return float(threshold)
 
 
@@ -94,11 +95,11 @@ def group_summary(idata, hdi_prob: float = 0.95, layers: Optional[Sequence[str]]
     check_hdi_prob(hdi_prob)
     post = _arviz.get_group(idata, "posterior")
     if post is None:
-        raise ValueError("the InferenceData has no posterior group: build it with group_draws > 0 or draws > 0")
+        raise UserError("the InferenceData has no posterior group: build it with group_draws > 0 or draws > 0")
     suffix = ".in_norm" if in_channels else ".norm"
     names = [v for v in post.data_vars if str(v).endswith(suffix)
              and (layers is None or str(v)[: -len(suffix)] in layers)]
     if not names:
-        raise ValueError(f"no group norms {'for layers ' + str(list(layers)) if layers else ''} in the posterior; "
+        raise UserError(f"no group norms {'for layers ' + str(list(layers)) if layers else ''} in the posterior; "
                          f"available variables: {sorted(map(str, post.data_vars))}")
     return _arviz.summary_stats(post, hdi_prob, var_names=names)

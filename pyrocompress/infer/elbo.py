@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 from pyro.infer import ELBO
 
+from ..errors import UserError
 from ..nn.model import BayesianModel
 from .estimators import LayerEstimator, make_estimator
 from .guides import is_posterior_guide
@@ -32,7 +33,7 @@ class MeanFieldELBO(ELBO):
 
     def __init__(self, estimator: str = "local_reparam", num_particles: int = 1, kl_weight: float = 1.0) -> None:
         if int(num_particles) < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+            raise UserError(f"num_particles must be >= 1, got {num_particles}")
         super().__init__(num_particles=int(num_particles))
         self.estimator = estimator
         self.kl_weight = float(kl_weight)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from pyro.poutine.messenger import Messenger
 
+from ..errors import UserError
 from ..nn.layers import BayesConv2d, BayesLayer
 
 __all__ = [
@@ -167,7 +168,7 @@ def make_estimator(name: str, guide) -> LayerEstimator:
     key = str(name).lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; valid estimators: {sorted(ESTIMATORS)}"
+        raise UserError(f"unknown estimator {name!r}; valid estimators: {sorted(ESTIMATORS)}"
                          " (and 'moment_propagation' where installed)")
     return ESTIMATORS[key](guide)
 

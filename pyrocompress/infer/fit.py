@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,7 @@ from pyro.infer import ELBO, TraceMeanField_ELBO
 from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
+from ..errors import DivergenceError, UserError
 from ..data import Batches, DataBundle, DataError, Split
 from .._scope import pyro_scope
 from ..metrics import classification_metrics
@@ -40,6 +43,7 @@ from .predictive import network_probs, predictive_estimator, predictive_probs
 __all__ = ["fit", "fit_deterministic", "FitResult", "DivergenceError", "resolve_device", "OPTIMIZERS",
            "LR_SCHEDULES", "DEFAULT_SCALE_LR_FACTOR", "default_scale_lr", "PosteriorNotTrainedWarning", "scale_movement_summary",
            "check_scales_moved"]
+__all__ += ["LoopState", "rng_state", "set_rng_state"]  # the hooks train --resume uses
 
 OPTIMIZERS = ("adam", "clipped_adam", "sgd")
 LR_SCHEDULES = (None, "constant", "cosine", "step", "linear")
@@ -105,10 +109,6 @@ def check_scales_moved(guide, context: str, stacklevel: int = 2) -> Optional[str
     return message
 
 
-class DivergenceError(RuntimeError):
-    """The training objective became NaN or infinite."""
-
-
 @dataclass
 class FitResult:
     """What a training run did: per-epoch history, time, and how it ended."""
@@ -133,9 +133,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'") from exc
+        raise UserError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use --device auto or cpu")
+        raise UserError(f"device {device!r} asked for, but CUDA is not available here; use --device auto or cpu")
     return dev
 
 
@@ -144,7 +144,7 @@ def _check_positive(**values) -> None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+            raise UserError(f"{name} must be a positive number, got {value!r}")
 
 
 def make_optimizer(name: str, params, lr: float, clip_norm: Optional[float]) -> torch.optim.Optimizer:
@@ -160,7 +160,7 @@ def make_optimizer(name: str, params, lr: float, clip_norm: Optional[float]) -> 
         return ClippedAdam(params, lr=lr, clip_norm=clip_norm or 10.0)
     if key == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {list(OPTIMIZERS)}")
+    raise UserError(f"unknown optimizer {name!r}; valid optimizers: {list(OPTIMIZERS)}")
 
 
 def _make_schedule(name: Optional[str], optimizer, epochs: int):
@@ -172,7 +172,7 @@ def _make_schedule(name: Optional[str], optimizer, epochs: int):
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.3)
     if name == "linear":  # to zero at the end of training (Molchanov et al. 2017)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1.0 - e / max(epochs, 1)))
-    raise ValueError(f"unknown lr_schedule {name!r}; valid schedules: {[s for s in LR_SCHEDULES if s]}")
+    raise UserError(f"unknown lr_schedule {name!r}; valid schedules: {[s for s in LR_SCHEDULES if s]}")
 
 
 def _check_data(data: DataBundle, input_shape_of: Callable[[torch.Tensor], None]) -> None:
@@ -202,12 +202,50 @@ def _restore(modules: list[nn.Module], states: list[dict]) -> None:
         m.load_state_dict(s)
 
 
+@dataclass
+class LoopState:
+    """Where a training loop stands at the end of an epoch: what it needs to continue exactly as if it had
+    not stopped (``train --resume``). The weights are not part of it: the caller saves and restores them
+    before calling :func:`fit` again, which then continues at ``epoch + 1``."""
+
+    epoch: int
+    step: int
+    optimizer: dict
+    scheduler: Optional[dict]
+    history: list[dict]
+    best_val: float
+    bad_epochs: int
+    best_epoch: int
+    best_state: Optional[list[dict]]
+    rng: dict
+    seconds: float
+
+
+def rng_state() -> dict:
+    """The global random states training draws from: torch (CPU and CUDA), Python, NumPy."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_terms: Callable, evaluate_val: Callable,
                 data: DataBundle, epochs: int, batch_size: int, lr: float, optimizer: str, lr_schedule,
                 seed: int, patience: Optional[int], clip_norm: Optional[float], progress: bool,
                 kl_weight_at: Callable[[int], float], on_checkpoint: Optional[Callable[[int], None]],
                 desc: str, device: torch.device, after_step: Optional[Callable[[], None]] = None,
-                epoch_extras: Optional[Callable[[int, list[float]], dict]] = None) -> FitResult:
+                epoch_extras: Optional[Callable[[int, list[float]], dict]] = None,
+                resume: Optional[LoopState] = None,
+                on_epoch_end: Optional[Callable[[LoopState], None]] = None) -> FitResult:
     opt = make_optimizer(optimizer, params, lr, clip_norm)
     tensors = [p for group in params for p in group["params"]] if params and isinstance(params[0], dict) else params
     sched = _make_schedule(lr_schedule, opt, epochs)
@@ -216,10 +254,20 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
     best_val, best_state, bad_epochs = math.inf, None, 0
     check_every = 1 if device.type == "cpu" else 50
     start = time.perf_counter()
-    bar = tqdm(total=epochs * len(batches), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    step = 0
+    step, first_epoch, earlier_seconds = 0, 1, 0.0
+    if resume is not None:  # continue where an interrupted run's last epoch ended
+        opt.load_state_dict(resume.optimizer)
+        if sched is not None and resume.scheduler is not None:
+            sched.load_state_dict(resume.scheduler)
+        step, first_epoch, earlier_seconds = resume.step, resume.epoch + 1, resume.seconds
+        batches.epoch = resume.epoch
+        result.history, result.epochs, result.best_epoch = list(resume.history), resume.epoch, resume.best_epoch
+        best_val, bad_epochs, best_state = resume.best_val, resume.bad_epochs, resume.best_state
+        set_rng_state(resume.rng)
+    bar = tqdm(total=epochs * len(batches), initial=(first_epoch - 1) * len(batches), desc=desc,
+               disable=not progress, leave=False, dynamic_ncols=True)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first_epoch, epochs + 1):
             good_state = _snapshot(modules)
             kl_w = kl_weight_at(epoch)
             t0 = time.perf_counter()
@@ -296,12 +344,16 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                 if patience is not None and bad_epochs >= patience:
                     result.stopped_early = True
                     break
+            if on_epoch_end is not None:
+                on_epoch_end(LoopState(epoch, step, opt.state_dict(), sched.state_dict() if sched is not None else None,
+                                       result.history, best_val, bad_epochs, result.best_epoch, best_state,
+                                       rng_state(), earlier_seconds + time.perf_counter() - start))
     finally:
         bar.close()
     if best_state is not None and result.best_epoch != result.epochs:
         _restore(modules, best_state)
     result.steps = step
-    result.seconds = time.perf_counter() - start
+    result.seconds = earlier_seconds + time.perf_counter() - start
     return result
 
 
@@ -318,7 +370,8 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         patience: Optional[int] = None, clip_norm: Optional[float] = None, val_samples: int = 4,
         checkpoint: Optional[Callable[[int], None]] = None, progress: bool = False,
         validate_args: bool = False, step_hook: Optional[Callable] = None,
-        scale_lr: Optional[float] = None) -> FitResult:
+        scale_lr: Optional[float] = None, resume: Optional[LoopState] = None,
+        on_epoch_end: Optional[Callable[[LoopState], None]] = None) -> FitResult:
     """Train a Bayesian model with SVI and return what happened.
 
     ``scale_lr`` is the learning rate of the posterior scales of a pyrocompress guide
@@ -348,20 +401,24 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
     it near 10% of a weight-sampling epoch of kernelnet on Fashion-MNIST (8 samples: 20%, see
     docs/performance.md). ``history`` records ``val_seconds``, ``val_share`` (of the epoch, training
     plus validation) and ``val_samples``.
+
+    ``on_epoch_end(state)`` receives the loop's :class:`LoopState` after every epoch; ``resume``
+    (such a state, with the model and guide already holding that epoch's weights) continues
+    the run at the next epoch as if it had never stopped.
     """
     if not isinstance(model, BayesianModel):
         raise TypeError("fit() trains a pyrocompress BayesianModel; use fit_deterministic() for plain networks")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        raise UserError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     _check_positive(lr=lr, clip_norm=clip_norm, scale_lr=scale_lr)
     if isinstance(val_samples, bool) or not isinstance(val_samples, int) or val_samples <= 0:
-        raise ValueError(f"val_samples must be a positive integer, got {val_samples!r}")
+        raise UserError(f"val_samples must be a positive integer, got {val_samples!r}")
     if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0 and math.isfinite(kl_weight)):
-        raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
+        raise UserError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+        raise UserError(f"patience must be a positive integer or None, got {patience!r}")
     dev = resolve_device(device)
     model.to(dev)
     lean = elbo is None and isinstance(guide, MeanFieldGuide)
@@ -376,9 +433,9 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
     elif not isinstance(elbo, ELBO):
         raise TypeError(f"elbo must be a pyro.infer.ELBO, got {type(elbo).__name__}")
     if kl_anneal_epochs and not hasattr(elbo, "loss_terms"):
-        raise ValueError("KL annealing needs the lean MeanFieldELBO (a pyrocompress guide and no explicit elbo)")
+        raise UserError("KL annealing needs the lean MeanFieldELBO (a pyrocompress guide and no explicit elbo)")
     if guide is None:
-        raise ValueError("fit() needs a guide: make_guide(model) or any Pyro autoguide")
+        raise UserError("fit() needs a guide: make_guide(model) or any Pyro autoguide")
     if isinstance(guide, nn.Module):
         guide.to(dev)
     data = data.to(dev)
@@ -396,7 +453,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         modules = [m for m in (model, guide) if isinstance(m, nn.Module)]
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("the model and guide have no trainable parameters")
+            raise UserError("the model and guide have no trainable parameters")
         groups: list = params
         epoch_extras = None
         if hasattr(guide, "scale_parameters"):
@@ -448,7 +505,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
                              progress=progress, kl_weight_at=_kl_schedule(float(kl_weight), int(kl_anneal_epochs)),
                              on_checkpoint=checkpoint, desc="SVI", device=dev,
                              after_step=(lambda: step_hook(model, guide)) if step_hook is not None else None,
-                             epoch_extras=epoch_extras)
+                             epoch_extras=epoch_extras, resume=resume, on_epoch_end=on_epoch_end)
     for row in result.history:
         if row.get("nll"):
             row["kl_nll_ratio"] = row["kl"] / row["nll"]
@@ -468,18 +525,19 @@ def fit_deterministic(net: nn.Module, data: DataBundle, *, epochs: int = 10, bat
                       device: str | torch.device = "auto", patience: Optional[int] = None,
                       clip_norm: Optional[float] = None, weight_decay: float = 0.0,
                       checkpoint: Optional[Callable[[int], None]] = None, progress: bool = False,
-                      step_hook: Optional[Callable[[nn.Module], None]] = None) -> FitResult:
+                      step_hook: Optional[Callable[[nn.Module], None]] = None, resume: Optional[LoopState] = None,
+                      on_epoch_end: Optional[Callable[[LoopState], None]] = None) -> FitResult:
     """Train a plain network with cross-entropy: same optimiser, seed and data order as :func:`fit`.
 
     ``step_hook(net)`` runs after every optimiser step (pruning masks use it to keep
-    pruned weights at zero during fine-tuning).
+    pruned weights at zero during fine-tuning). ``on_epoch_end`` / ``resume``: as in :func:`fit`.
     """
     if isinstance(net, BayesianModel):
         raise TypeError("fit_deterministic() trains plain networks; use fit() for a BayesianModel")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        raise UserError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     _check_positive(lr=lr, clip_norm=clip_norm)
     dev = resolve_device(device)
     net.to(dev)
@@ -506,5 +564,6 @@ def fit_deterministic(net: nn.Module, data: DataBundle, *, epochs: int = 10, bat
                          epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, lr_schedule=lr_schedule,
                          seed=seed, patience=patience, clip_norm=clip_norm, progress=progress,
                          kl_weight_at=lambda e: 0.0, on_checkpoint=checkpoint, desc="train", device=dev,
-                         after_step=(lambda: step_hook(net)) if step_hook is not None else None)
+                         after_step=(lambda: step_hook(net)) if step_hook is not None else None, resume=resume,
+                         on_epoch_end=on_epoch_end)
     return result

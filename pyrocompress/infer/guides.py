@@ -44,6 +44,7 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
+from ..errors import UserError
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
 from ..nn.priors import GroupScalePrior
@@ -105,10 +106,10 @@ class MeanFieldGuide(nn.Module):
         if not isinstance(model, BayesianModel):
             raise TypeError("MeanFieldGuide expects a BayesianModel (see pyrocompress.nn.BayesianModel)")
         if shared_scale not in (None, "none", "group"):
-            raise ValueError(f"shared_scale must be None or 'group', got {shared_scale!r}")
+            raise UserError(f"shared_scale must be None or 'group', got {shared_scale!r}")
         if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or \
                 not (0 < init_scale < math.inf):
-            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+            raise UserError(f"init_scale must be a positive number, got {init_scale!r}")
         self.shared_scale = None if shared_scale in (None, "none") else "group"
         self.init_scale = float(init_scale)
         log0 = math.log(self.init_scale)
@@ -238,16 +239,16 @@ class MeanFieldGuide(nn.Module):
         """Set a site's posterior mean and/or standard deviation (broadcast to the parameter's shape)."""
         key = site_key(site)
         if key not in self.loc:
-            raise ValueError(f"the guide has no site {site!r}; sites: {self.site_names()}")
+            raise UserError(f"the guide has no site {site!r}; sites: {self.site_names()}")
         if self.group_scales_of(site.rpartition(".")[0]) is not None:
-            raise ValueError(f"site {site!r} has a group prior: its weights are z * v, set the Normal factor "
+            raise UserError(f"site {site!r} has a group prior: its weights are z * v, set the Normal factor "
                              "(guide.loc / guide.log_scale) and the unit scales (guide.group_scales) instead")
         if loc is not None:
             self.loc[key].copy_(torch.as_tensor(loc, dtype=self.loc[key].dtype).expand_as(self.loc[key]))
         if scale is not None:
             scale = torch.as_tensor(scale, dtype=self.log_scale[key].dtype)
             if bool((scale <= 0).any()):
-                raise ValueError(f"scales must be positive; got a minimum of {float(scale.min())} for {site!r}")
+                raise UserError(f"scales must be positive; got a minimum of {float(scale.min())} for {site!r}")
             self.log_scale[key].copy_(scale.log().expand_as(self.log_scale[key]))
 
     @torch.no_grad()
@@ -284,7 +285,7 @@ class MeanFieldGuide(nn.Module):
         for layer_name, site, full in self._sites:
             key = site_key(full)
             if key not in new.loc:
-                raise ValueError(f"the shrunk model has no site {full!r}")
+                raise UserError(f"the shrunk model has no site {full!r}")
             out_idx = keep.get(layer_name)
             in_idx = inputs.get(layer_name) if site == "weight" else None
             loc = self.loc[key].detach().cpu()
@@ -355,7 +356,7 @@ class MeanFieldGuide(nn.Module):
             missing = sorted(set(expected) - set(mine))
             extra = sorted(set(mine) - set(expected))
             wrong = sorted(k for k in set(expected) & set(mine) if expected[k] != mine[k])
-            raise ValueError(
+            raise UserError(
                 "the guide does not belong to this model: "
                 f"missing sites {missing}, unknown sites {extra}, shape mismatches {wrong}; "
                 "build the guide with make_guide(model)")
@@ -376,7 +377,7 @@ def make_guide(model: BayesianModel, name: str = "mean_field", init_scale: float
         return MeanFieldGuide(model, init_scale=init_scale)
     if key in ("group_scale", "kernel_scale", "evi"):
         return MeanFieldGuide(model, init_scale=init_scale, shared_scale="group")
-    raise ValueError(f"unknown guide {name!r}; valid guides: {list(GUIDES)} (or pass any Pyro autoguide object)")
+    raise UserError(f"unknown guide {name!r}; valid guides: {list(GUIDES)} (or pass any Pyro autoguide object)")
 
 
 @torch.no_grad()
@@ -387,7 +388,7 @@ def posterior_mean_network(model: BayesianModel, guide: PosteriorGuide) -> nn.Mo
     locations, layers left deterministic keep the model's own parameters.
     """
     if model.architecture is None:
-        raise ValueError("the model has no architecture template; build it with BayesianModel.from_module")
+        raise UserError("the model has no architecture template; build it with BayesianModel.from_module")
     guide.check_belongs_to(model)
     net = copy.deepcopy(model.architecture)
     bayes = dict(model.bayes_layers())

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import PyrocompressError, UserError
 from ..nn.layers import BayesConv2d, BayesLayer, BayesLinear
 from ..nn.model import BayesianModel
 from .elbo import MeanFieldELBO
@@ -72,7 +73,7 @@ _TINY_VAR = 1e-24
 Moments = tuple[torch.Tensor, Optional[torch.Tensor]]
 
 
-class UnsupportedLayerError(TypeError):
+class UnsupportedLayerError(PyrocompressError, TypeError):
     """Moment propagation met a layer whose moments it cannot compute."""
 
 
@@ -82,7 +83,7 @@ SUPPORTED = "BayesLinear, BayesConv2d, Linear, Conv2d, ReLU, MaxPool2d (kernel =
 def _check_mode(value: str, valid: tuple[str, ...], what: str) -> str:
     key = str(value).lower()
     if key not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}")
+        raise UserError(f"unknown {what} {value!r}; valid: {list(valid)}")
     return key
 
 
@@ -376,17 +377,17 @@ def moment_options(name: str) -> dict:
     """
     head, _, rest = str(name).partition(":")
     if not is_moment_estimator(head):
-        raise ValueError(f"{name!r} is not a moment-propagation estimator (moment_propagation[:key=value,...])")
+        raise UserError(f"{name!r} is not a moment-propagation estimator (moment_propagation[:key=value,...])")
     options: dict = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")
         key, value = key.strip().lower(), value.strip().lower()
         if not sep or key not in _OPTION_KEYS:
-            raise ValueError(f"bad moment-propagation option {item!r} in {name!r}; write key=value with keys "
+            raise UserError(f"bad moment-propagation option {item!r} in {name!r}; write key=value with keys "
                              f"{sorted(_OPTION_KEYS)}, e.g. moment_propagation:relu=taylor,pool=argmax")
         if key == "logit_samples":
             if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"logit_samples must be a positive integer, got {value!r} in {name!r}")
+                raise UserError(f"logit_samples must be a positive integer, got {value!r} in {name!r}")
             options[key] = int(value)
         else:
             options[key] = _check_mode(value, _OPTION_KEYS[key], key)
@@ -425,7 +426,7 @@ def logit_nll(mean: torch.Tensor, var: torch.Tensor, y: torch.Tensor, likelihood
         out_var = out_var.clamp_min(0.0) + gaussian_eps
         onehot = F.one_hot(y, mean.shape[-1]).to(mean.dtype)
         return 0.5 * (((onehot - p) ** 2) / out_var + torch.log(out_var)).sum()
-    raise ValueError(f"unknown likelihood {likelihood!r}; valid: {list(LIKELIHOODS)}")
+    raise UserError(f"unknown likelihood {likelihood!r}; valid: {list(LIKELIHOODS)}")
 
 
 # --------------------------------------------------------------------- the ELBO
@@ -445,7 +446,7 @@ class MomentPropagationELBO(MeanFieldELBO):
         self.pool = _check_mode(pool, POOL_MODES, "pool mode")
         self.likelihood = _check_mode(likelihood, LIKELIHOODS, "likelihood")
         if int(logit_samples) < 1:
-            raise ValueError(f"logit_samples must be >= 1, got {logit_samples}")
+            raise UserError(f"logit_samples must be >= 1, got {logit_samples}")
         self.logit_samples = int(logit_samples)
         self.gaussian_eps = float(gaussian_eps)
 

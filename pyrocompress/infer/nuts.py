@@ -35,6 +35,8 @@ from pyro import poutine
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, init_to_uniform, init_to_value
 
+from ..errors import TooLargeError as _TooLargeError
+from ..errors import UserError
 from .._scope import pyro_scope
 from ..nn.model import BayesianModel, Likelihood
 from .guides import is_posterior_guide
@@ -48,7 +50,7 @@ DEFAULT_MAX_PARAMS = 2000
 INIT_STRATEGIES = ("auto", "guide", "uniform", "prior", "median")
 
 
-class TooLargeError(ValueError):
+class TooLargeError(_TooLargeError):
     """The model has more latent parameters than NUTS is allowed to sample here."""
 
 
@@ -124,7 +126,7 @@ def _init_strategy(init: str, model: BayesianModel, guide, chain: int, seed: int
 
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def sample_nuts(model: BayesianModel, data_split, *, num_chains: int = 2, num_samples: int = 200,
@@ -158,23 +160,23 @@ def sample_nuts(model: BayesianModel, data_split, *, num_chains: int = 2, num_sa
                              ("max_tree_depth", max_tree_depth, 1)):
         _check_int(name, value, low)
     if not 0.0 < float(target_accept) < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
+        raise UserError(f"target_accept must be in (0, 1), got {target_accept}")
     init = str(init).lower()
     if init not in INIT_STRATEGIES:
-        raise ValueError(f"unknown init {init!r}; valid: {list(INIT_STRATEGIES)}")
+        raise UserError(f"unknown init {init!r}; valid: {list(INIT_STRATEGIES)}")
     if init == "auto":
         init = "guide" if guide is not None else "uniform"
     relabel = str(relabel).lower()
     if relabel not in RELABEL_MODES:
-        raise ValueError(f"unknown relabel {relabel!r}; valid: {list(RELABEL_MODES)}")
+        raise UserError(f"unknown relabel {relabel!r}; valid: {list(RELABEL_MODES)}")
     if relabel == "auto":
         relabel = "guide" if guide is not None else "mean"
     if relabel == "guide" and not is_posterior_guide(guide):
-        raise ValueError("relabel='guide' needs a pyrocompress MeanFieldGuide (guide=...); use relabel='mean'")
+        raise UserError("relabel='guide' needs a pyrocompress MeanFieldGuide (guide=...); use relabel='mean'")
     _check_int("function_space_examples", function_space_examples, 0)
     if init == "guide":
         if not is_posterior_guide(guide):
-            raise ValueError("init='guide' needs a pyrocompress MeanFieldGuide (guide=...)")
+            raise UserError("init='guide' needs a pyrocompress MeanFieldGuide (guide=...)")
         guide.check_belongs_to(model)
     n_params = count_latent_parameters(model)
     if n_params > max_params and not allow_large:
@@ -185,7 +187,7 @@ def sample_nuts(model: BayesianModel, data_split, *, num_chains: int = 2, num_sa
             f"pass allow_large=True (--allow-large) to run anyway.")
     x, y = _as_xy(data_split)
     if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"data_split needs as many labels as inputs and at least one example; got "
+        raise UserError(f"data_split needs as many labels as inputs and at least one example; got "
                          f"{x.shape[0]} inputs and {y.shape[0]} labels")
     if num_threads is not None:
         _check_int("num_threads", num_threads, 1)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from pyro import poutine
 
+from ..errors import UserError
 from .._scope import pyro_scope
 from ..metrics import classification_metrics
 from ..nn.layers import BayesLayer
@@ -89,7 +90,7 @@ def _check_count(name: str, value, allow_none: bool = False) -> Optional[int]:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
@@ -219,7 +220,7 @@ def _predict(model: BayesianModel, guide, x: torch.Tensor, num_samples: int, mod
              batch_size: Optional[int], memory_budget: Optional[int], keep: bool) -> torch.Tensor:
     posterior_guide = is_posterior_guide(guide)
     if mode == "mean" and not posterior_guide:
-        raise ValueError("mode='mean' needs a pyrocompress MeanFieldGuide")
+        raise UserError("mode='mean' needs a pyrocompress MeanFieldGuide")
     n, x1 = x.shape[0], x[:1]
 
     def autoguide_draw() -> Callable[[torch.Tensor], torch.Tensor]:
@@ -341,9 +342,9 @@ def predictive_probs(model: BayesianModel, guide, x: torch.Tensor, num_samples: 
     if memory_budget is not None:
         _check_count("memory_budget", memory_budget)
     if mode not in ("predictive", "mean"):
-        raise ValueError(f"mode must be 'predictive' or 'mean', got {mode!r}")
+        raise UserError(f"mode must be 'predictive' or 'mean', got {mode!r}")
     if x.shape[0] == 0:
-        raise ValueError("predictive_probs needs at least one input")
+        raise UserError("predictive_probs needs at least one input")
     with pyro_scope():
         return _predict(model, guide, x, int(num_samples), mode, estimator, batch_size, memory_budget,
                         bool(return_samples))
@@ -360,7 +361,7 @@ def evaluate(model, split, guide=None, num_samples: int = 16, mode: str = "predi
     x, y = split.x, split.y
     if isinstance(model, BayesianModel):
         if guide is None:
-            raise ValueError("evaluating a BayesianModel needs its guide")
+            raise UserError("evaluating a BayesianModel needs its guide")
         device = model.device
         probs = predictive_probs(model, guide, x.to(device), num_samples, mode, estimator=estimator,
                                  batch_size=batch_size, memory_budget=memory_budget)

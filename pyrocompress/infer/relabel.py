@@ -28,6 +28,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from ..errors import UserError
 from ..nn.layers import BayesConv2d, BayesLayer
 from .guides import is_posterior_guide
 
@@ -135,7 +136,7 @@ def align_hidden_units(samples: Mapping[str, torch.Tensor], model, *, target: st
     (per group: the share of draws that were permuted, overall and per chain).
     """
     if target not in ("guide", "mean"):
-        raise ValueError(f"target must be 'guide' or 'mean', got {target!r}")
+        raise UserError(f"target must be 'guide' or 'mean', got {target!r}")
     groups = permutation_groups(model)
     sites = list(samples)
     report: dict[str, Any] = {"target": target, "groups": [], "passes": 0}
@@ -146,14 +147,14 @@ def align_hidden_units(samples: Mapping[str, torch.Tensor], model, *, target: st
     needed |= {f"{g.producer}.bias" for g in groups if g.producer_bias}
     missing = sorted(needed - set(sites))
     if missing:
-        raise ValueError(f"the draws have no {missing}: they are not draws of this model's sites")
+        raise UserError(f"the draws have no {missing}: they are not draws of this model's sites")
     chains, draws = samples[next(iter(needed))].shape[:2]
     # only the sites a permutation touches; the others (the output layer's bias, ...) pass through
     original = {s: samples[s].detach().cpu().double().numpy().reshape((chains * draws,) + tuple(samples[s].shape[2:]))
                 for s in needed}
     if target == "guide":
         if not is_posterior_guide(guide):
-            raise ValueError("target='guide' needs a pyrocompress MeanFieldGuide (guide=...)")
+            raise UserError("target='guide' needs a pyrocompress MeanFieldGuide (guide=...)")
         with torch.no_grad():
             goal = {s: guide.loc_of(s).detach().cpu().double().numpy()[None] for s in needed}
         rounds = 1

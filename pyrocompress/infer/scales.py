@@ -25,6 +25,7 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
+from ..errors import UserError
 from ..nn.priors import GroupHorseshoePrior, GroupLogUniformPrior, GroupScalePrior, LogUniformPrior
 
 __all__ = ["LogNormalScales", "NormalScales", "lognormal_kl", "make_scale_posterior"]
@@ -68,7 +69,7 @@ class LogNormalScales(nn.Module):
         if not isinstance(prior, GroupHorseshoePrior):
             raise TypeError(f"LogNormalScales supports the group horseshoe, got {type(prior).__name__}")
         if not (init_group_scale > 0 and init_scale > 0):
-            raise ValueError("init_group_scale and init_scale must be positive")
+            raise UserError("init_group_scale and init_scale must be positive")
         self.prior = prior
         self.units = int(units)
         self.init_scale = float(init_scale)
@@ -172,7 +173,7 @@ class NormalScales(nn.Module):
     def __init__(self, prior: GroupLogUniformPrior, units: int, init_group_scale: float, init_scale: float) -> None:
         super().__init__()
         if not (init_group_scale > 0 and init_scale > 0):
-            raise ValueError("init_group_scale and init_scale must be positive")
+            raise UserError("init_group_scale and init_scale must be positive")
         self.prior = prior
         self.units = int(units)
         self.init_scale = float(init_scale)

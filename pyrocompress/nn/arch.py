@@ -11,16 +11,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import nn
 
+from .._memory import check_memory
+from ..errors import UserError
 from .layers import BayesConv2d, BayesLinear
 
-__all__ = ["describe", "build", "ArchitectureError", "FORMAT"]
+__all__ = ["describe", "build", "parameter_count", "ArchitectureError", "FORMAT"]
 
 FORMAT = "pyrocompress.arch/1"
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(UserError):
     """A network cannot be described, or a description cannot be built."""
 
 
@@ -90,19 +93,40 @@ def _tuple(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-def build(description: dict[str, Any]) -> nn.Sequential:
-    """Build the plain ``nn.Sequential`` a description stands for (weights freshly initialised)."""
-    if not isinstance(description, dict) or description.get("format") != FORMAT:
-        raise ArchitectureError(f"not a pyrocompress architecture description (expected format {FORMAT!r})")
+def _layers(description: dict[str, Any]) -> list[tuple[str, nn.Module]]:
     layers = []
     for spec in description.get("layers", []):
+        if not isinstance(spec, dict):
+            raise ArchitectureError(f"layer description {spec!r} is not an object")
         kind = spec.get("type")
         if kind not in _BUILDERS:
             raise ArchitectureError(f"layer {spec.get('name')!r}: unknown type {kind!r}; known: {sorted(_BUILDERS)}")
         try:
             layers.append((spec["name"], _BUILDERS[kind](spec)))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ArchitectureError(f"layer {spec.get('name')!r}: bad description {spec}: {exc}") from None
     if not layers:
         raise ArchitectureError("the architecture description has no layers")
-    return nn.Sequential(OrderedDict(layers))
+    return layers
+
+
+def parameter_count(description: dict[str, Any]) -> int:
+    """The number of parameters of the network a description stands for, computed without allocating
+    them (the layers are built on PyTorch's meta device); a bad description raises ArchitectureError."""
+    if not isinstance(description, dict) or description.get("format") != FORMAT:
+        raise ArchitectureError(f"not a pyrocompress architecture description (expected format {FORMAT!r})")
+    with torch.device("meta"):
+        layers = _layers(description)
+    return sum(p.numel() for _, m in layers for p in m.parameters())
+
+
+def build(description: dict[str, Any]) -> nn.Sequential:
+    """Build the plain ``nn.Sequential`` a description stands for (weights freshly initialised).
+
+    Its size is checked first, without allocating: a description (say a corrupt config.json) asking
+    for more memory than the machine has is refused with the estimate.
+    """
+    count = parameter_count(description)
+    check_memory(4 * count, f"the network described ({count:,} parameters)",
+                 "the description is corrupt or meant for a larger machine")
+    return nn.Sequential(OrderedDict(_layers(description)))

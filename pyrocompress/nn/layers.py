@@ -21,6 +21,7 @@ from torch import nn
 from pyro.nn import PyroModule, PyroSample
 from pyro.poutine.runtime import effectful
 
+from ..errors import UserError
 from .priors import GroupScalePrior, Prior, make_prior
 
 __all__ = ["BayesLayer", "BayesLinear", "BayesConv2d", "bayes_layers"]
@@ -54,14 +55,14 @@ class BayesLayer(PyroModule):
         self.prior = make_prior(prior)
         self.bias_prior = make_prior(self.prior.bias_prior() if bias_prior is None else bias_prior)
         if isinstance(self.prior, GroupScalePrior) and self.bias_prior is not self.prior:
-            raise ValueError(f"a layer with the group prior {self.prior.name!r} keeps its bias in the unit's group "
+            raise UserError(f"a layer with the group prior {self.prior.name!r} keeps its bias in the unit's group "
                              "(b_i = z_i u_i, so a deleted unit outputs exactly zero); leave bias_prior unset")
         # a zero-size buffer that follows .to(device) so priors know where to live
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
         if init_weight is None:
             init_weight, init_bias = self.default_init()
         if tuple(init_weight.shape) != self.weight_shape:
-            raise ValueError(f"init_weight has shape {tuple(init_weight.shape)}, expected {self.weight_shape}")
+            raise UserError(f"init_weight has shape {tuple(init_weight.shape)}, expected {self.weight_shape}")
         # the network's own initialisation, used to initialise guide locations
         self.register_buffer("init_weight", init_weight.detach().clone(), persistent=False)
         self.register_buffer(

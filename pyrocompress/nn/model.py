@@ -21,6 +21,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 
+from ..errors import UserError
 from .layers import BayesConv2d, BayesLayer, BayesLinear, bayes_layers
 from .priors import PriorSpec, resolve_prior
 
@@ -48,9 +49,9 @@ def _to_bayes(name: str, layer: nn.Module, prior: PriorSpec, is_output: bool = F
                            init_weight=layer.weight.data, init_bias=None if layer.bias is None else layer.bias.data)
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1:
-            raise ValueError(f"layer {name!r}: grouped convolutions (groups={layer.groups}) are not supported; exclude it")
+            raise UserError(f"layer {name!r}: grouped convolutions (groups={layer.groups}) are not supported; exclude it")
         if layer.padding_mode != "zeros":
-            raise ValueError(f"layer {name!r}: padding_mode={layer.padding_mode!r} is not supported; exclude it")
+            raise UserError(f"layer {name!r}: padding_mode={layer.padding_mode!r} is not supported; exclude it")
         return BayesConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                            layer.dilation, bias=layer.bias is not None,
                            prior=resolve_prior(prior, name, "conv", is_output),
@@ -77,14 +78,14 @@ def bayesianize(module: nn.Module, prior: PriorSpec = "normal", include: Optiona
     net = copy.deepcopy(module)
     candidates = [(n, m) for n, m in net.named_modules() if isinstance(m, _SUPPORTED) and n]
     if isinstance(net, _SUPPORTED):
-        raise ValueError("bayesianize expects a network containing layers, not a bare layer; wrap it in nn.Sequential")
+        raise UserError("bayesianize expects a network containing layers, not a bare layer; wrap it in nn.Sequential")
     chosen = [(n, m) for n, m in candidates if _select(n, include, exclude)]
     for pattern in include or []:
         if not any(n == pattern or fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".") for n, _ in candidates):
             valid = [n for n, _ in candidates]
-            raise ValueError(f"include pattern {pattern!r} matches no Linear/Conv2d layer; layers: {valid}")
+            raise UserError(f"include pattern {pattern!r} matches no Linear/Conv2d layer; layers: {valid}")
     if not chosen:
-        raise ValueError("no Linear or Conv2d layer selected to become Bayesian; check include/exclude")
+        raise UserError("no Linear or Conv2d layer selected to become Bayesian; check include/exclude")
     output = candidates[-1][0]  # the last Linear / Conv2d layer, in definition order
     for name, layer in chosen:
         parent_name, _, child = name.rpartition(".")
@@ -130,7 +131,7 @@ class CategoricalLikelihood(Likelihood):
 
     def __init__(self, num_classes: int, dataset_size: int = 1) -> None:
         if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise UserError(f"num_classes must be >= 2, got {num_classes}")
         super().__init__(dataset_size)
         self.num_classes = int(num_classes)
 
@@ -153,7 +154,7 @@ class GaussianLikelihood(Likelihood):
 
     def __init__(self, noise_scale: float = 1.0, dataset_size: int = 1) -> None:
         if not noise_scale > 0:
-            raise ValueError(f"noise_scale must be positive, got {noise_scale}")
+            raise UserError(f"noise_scale must be positive, got {noise_scale}")
         super().__init__(dataset_size)
         self.noise_scale = float(noise_scale)
 
@@ -178,7 +179,7 @@ def likelihood_from_config(config: dict) -> Likelihood:
         return CategoricalLikelihood(config["num_classes"], size)
     if name == "gaussian":
         return GaussianLikelihood(config.get("noise_scale", 1.0), size)
-    raise ValueError(f"unknown likelihood {name!r}; valid likelihoods: ['categorical', 'gaussian']")
+    raise UserError(f"unknown likelihood {name!r}; valid likelihoods: ['categorical', 'gaussian']")
 
 
 class BayesianModel(nn.Module):
@@ -193,7 +194,7 @@ class BayesianModel(nn.Module):
                  architecture: Optional[nn.Module] = None) -> None:
         super().__init__()
         if not bayes_layers(net):
-            raise ValueError("the network has no Bayesian layer; build it with bayesianize()")
+            raise UserError("the network has no Bayesian layer; build it with bayesianize()")
         self.net = net
         self.likelihood = likelihood
         # kept out of the module tree: its parameters are not model parameters

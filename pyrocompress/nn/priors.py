@@ -21,6 +21,8 @@ import pyro.distributions as dist
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
+from ..errors import UserError
+
 __all__ = [
     "Prior",
     "NormalPrior",
@@ -99,7 +101,7 @@ class NormalPrior(Prior):
 
     def __post_init__(self) -> None:
         if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise ValueError(f"NormalPrior scale must be a positive finite number, got {self.scale}")
+            raise UserError(f"NormalPrior scale must be a positive finite number, got {self.scale}")
 
     def distribution(self, shape, like):
         zero = like.new_zeros(())
@@ -138,9 +140,9 @@ class ScaleMixturePrior(Prior):
 
     def __post_init__(self) -> None:
         if not 0.0 < self.pi < 1.0:
-            raise ValueError(f"ScaleMixturePrior pi must lie in (0, 1), got {self.pi}")
+            raise UserError(f"ScaleMixturePrior pi must lie in (0, 1), got {self.pi}")
         if not (self.scale1 > 0 and self.scale2 > 0):
-            raise ValueError("ScaleMixturePrior scales must be positive")
+            raise UserError("ScaleMixturePrior scales must be positive")
 
     def distribution(self, shape, like):
         zero = like.new_zeros(())
@@ -230,10 +232,10 @@ class LogUniformPrior(Prior):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.threshold) and math.isfinite(self.log_alpha_clip) and self.log_alpha_clip > 0):
-            raise ValueError(f"LogUniformPrior needs a finite threshold and a positive log_alpha_clip, got "
+            raise UserError(f"LogUniformPrior needs a finite threshold and a positive log_alpha_clip, got "
                              f"threshold={self.threshold}, log_alpha_clip={self.log_alpha_clip}")
         if not -self.log_alpha_clip < self.threshold < self.log_alpha_clip:
-            raise ValueError(f"the deletion threshold {self.threshold} must lie inside the clip range "
+            raise UserError(f"the deletion threshold {self.threshold} must lie inside the clip range "
                              f"(-{self.log_alpha_clip}, {self.log_alpha_clip})")
 
     def distribution(self, shape, like):
@@ -295,7 +297,7 @@ class GroupScalePrior(Prior):
 
     def distribution(self, shape, like, group_scale: Optional[torch.Tensor] = None):
         if group_scale is None:
-            raise ValueError(f"the {self.name} prior of a weight depends on its unit's scale z; sample the layer's "
+            raise UserError(f"the {self.name} prior of a weight depends on its unit's scale z; sample the layer's "
                              "scale sites first (the layer does this in the model)")
         z = group_scale.abs().reshape((-1,) + (1,) * (len(shape) - 1)).expand(shape)
         return dist.Normal(torch.zeros_like(z), z).to_event(len(shape))
@@ -332,10 +334,10 @@ class GroupHorseshoePrior(GroupScalePrior):
 
     def __post_init__(self) -> None:
         if not (self.global_scale > 0 and math.isfinite(self.global_scale)):
-            raise ValueError(f"GroupHorseshoePrior global_scale must be a positive finite number, got "
+            raise UserError(f"GroupHorseshoePrior global_scale must be a positive finite number, got "
                              f"{self.global_scale}")
         if not 0 < self.threshold < 1:
-            raise ValueError(f"GroupHorseshoePrior threshold (a unit's norm relative to the layer's largest) must lie "
+            raise UserError(f"GroupHorseshoePrior threshold (a unit's norm relative to the layer's largest) must lie "
                              f"in (0, 1), got {self.threshold}")
 
     def deletion_rule(self) -> DeletionRule:
@@ -356,7 +358,7 @@ class GroupHorseshoePrior(GroupScalePrior):
             return dist.Gamma(0.5 * one, one).expand([out_units]).to_event(1)
         if suffix == "group_scale_b":
             return dist.InverseGamma(0.5 * one, one).expand([out_units]).to_event(1)
-        raise ValueError(f"unknown scale site {suffix!r} of the group horseshoe; sites: {list(self._SITES)}")
+        raise UserError(f"unknown scale site {suffix!r} of the group horseshoe; sites: {list(self._SITES)}")
 
     def group_scale(self, values):
         return torch.sqrt(values["global_scale_a"] * values["global_scale_b"]
@@ -390,7 +392,7 @@ class GroupLogUniformPrior(GroupScalePrior):
 
     def scale_site_distribution(self, suffix, out_units, like):
         if suffix != "group_scale":
-            raise ValueError(f"unknown scale site {suffix!r} of the group log-uniform prior; sites: ['group_scale']")
+            raise UserError(f"unknown scale site {suffix!r} of the group log-uniform prior; sites: ['group_scale']")
         return LogUniformImproper(torch.Size([out_units]), like)
 
     def group_scale(self, values):
@@ -432,25 +434,25 @@ def make_prior(spec: str | Prior | dict, **kwargs) -> Prior:
         cfg = dict(spec)
         name = cfg.pop("name", None)
         if name is None:
-            raise ValueError(f"prior config {spec!r} has no 'name'; valid names: {sorted(PRIORS)}")
+            raise UserError(f"prior config {spec!r} has no 'name'; valid names: {sorted(PRIORS)}")
         return make_prior(name, **cfg, **kwargs)
     if not isinstance(spec, str):
         raise TypeError(f"prior must be a name, a dict or a Prior, got {type(spec).__name__}")
     name, _, arg = spec.partition(":")
     name = name.strip().lower().replace("-", "_")
     if name not in PRIORS:
-        raise ValueError(f"unknown prior {spec!r}; valid priors: {sorted(PRIORS)}")
+        raise UserError(f"unknown prior {spec!r}; valid priors: {sorted(PRIORS)}")
     if arg:
         try:
             value = float(arg)
         except ValueError as exc:
-            raise ValueError(f"prior {spec!r}: the value after ':' must be a number") from exc
+            raise UserError(f"prior {spec!r}: the value after ':' must be a number") from exc
         first = _FIRST_OPTION[name]
         kwargs.setdefault(first, value)
     try:
         return PRIORS[name](**kwargs)
     except TypeError as exc:
-        raise ValueError(f"bad options for prior {name!r}: {exc}") from exc
+        raise UserError(f"bad options for prior {name!r}: {exc}") from exc
 
 
 def resolve_prior(spec: PriorSpec, layer_name: str, layer_kind: str, is_output: bool = False) -> Prior:

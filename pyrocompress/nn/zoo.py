@@ -10,17 +10,21 @@ import inspect
 from collections import OrderedDict
 from typing import Callable, Mapping
 
+import torch
 from torch import nn
 
-__all__ = ["MODELS", "MODEL_ALIASES", "build_model", "model_name", "model_options", "check_model_options", "mlp",
-           "lenet5", "kernelnet"]
+from .._memory import check_memory
+from ..errors import UserError
+
+__all__ = ["MODELS", "MODEL_ALIASES", "build_model", "model_name", "model_options", "check_model_options",
+           "model_parameter_count", "mlp", "lenet5", "kernelnet"]
 
 
 def _check_shape(input_shape, num_classes, name: str) -> tuple[int, int, int]:
     if len(input_shape) != 3 or any(int(s) <= 0 for s in input_shape):
-        raise ValueError(f"{name}: input_shape must be (channels, height, width) with positive sizes, got {input_shape}")
+        raise UserError(f"{name}: input_shape must be (channels, height, width) with positive sizes, got {input_shape}")
     if int(num_classes) < 2:
-        raise ValueError(f"{name}: num_classes must be >= 2, got {num_classes}")
+        raise UserError(f"{name}: num_classes must be >= 2, got {num_classes}")
     return tuple(int(s) for s in input_shape)  # type: ignore[return-value]
 
 
@@ -52,7 +56,7 @@ def lenet5(input_shape, num_classes: int, channels: tuple[int, int] = (20, 50), 
     h1, w1 = (h + 2 * pad - k + 1) // 2, (w + 2 * pad - k + 1) // 2
     h2, w2 = (h1 + 2 * pad - k + 1) // 2, (w1 + 2 * pad - k + 1) // 2
     if min(h2, w2) < 1:
-        raise ValueError(f"lenet5: input {input_shape} is too small for two 5x5 conv + pool stages")
+        raise UserError(f"lenet5: input {input_shape} is too small for two 5x5 conv + pool stages")
     c1, c2 = int(channels[0]), int(channels[1])
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(c, c1, k, padding=pad)),
@@ -74,11 +78,11 @@ def kernelnet(input_shape, num_classes: int, kernels: int = 32, kernel_size: int
     """
     c, h, w = _check_shape(input_shape, num_classes, "kernelnet")
     if int(kernels) < 1:
-        raise ValueError(f"kernelnet: kernels must be >= 1, got {kernels}")
+        raise UserError(f"kernelnet: kernels must be >= 1, got {kernels}")
     k = int(kernel_size)
     ho, wo = _conv_out(h, k, 2), _conv_out(w, k, 2)
     if min(ho, wo) < 1:
-        raise ValueError(f"kernelnet: input {input_shape} is too small for a {k}x{k} conv + 2x2 pool")
+        raise UserError(f"kernelnet: input {input_shape} is too small for a {k}x{k} conv + 2x2 pool")
     return nn.Sequential(OrderedDict([
         ("conv", nn.Conv2d(c, int(kernels), k)),
         ("relu", nn.ReLU()),
@@ -100,7 +104,7 @@ def model_name(name: str) -> str:
     key = str(name).lower().replace("-", "_")
     key = MODEL_ALIASES.get(key, key)
     if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
+        raise UserError(f"unknown model {name!r}; valid models: {sorted(MODELS)}")
     return key
 
 
@@ -115,14 +119,40 @@ def check_model_options(name: str, options: Mapping[str, object]) -> None:
     valid = model_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"model {model_name(name)!r} has no option {unknown[0]!r}; valid options: {list(valid)}")
+        raise UserError(f"model {model_name(name)!r} has no option {unknown[0]!r}; valid options: {list(valid)}")
+
+
+def model_parameter_count(name: str, input_shape, num_classes: int, **options) -> int:
+    """The parameters of a zoo model, counted without allocating them (built on PyTorch's meta device).
+
+    Bad options (an unknown name, a negative or non-integer size, an input too small for the
+    model) raise a one-line :class:`~pyrocompress.errors.UserError`.
+    """
+    key = model_name(name)
+    check_model_options(key, options)
+    for option, value in options.items():  # every option of the zoo's models is a size or a list of sizes
+        for size in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise UserError(f"model {key!r}: option {option}={value!r} must be a positive integer "
+                                f"{'or a list of them ' if option == 'hidden' else ''}(sizes)")
+    try:
+        with torch.device("meta"):
+            net = MODELS[key](input_shape, num_classes, **options)
+    except UserError:
+        raise
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise UserError(f"bad options for model {key!r} {dict(options)}: {exc}") from None
+    return sum(p.numel() for p in net.parameters())
 
 
 def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Sequential:
-    """Build a zoo model by name (``mlp``, ``lenet5``, ``kernelnet``)."""
+    """Build a zoo model by name (``mlp``, ``lenet5``, ``kernelnet``).
+
+    Its size is checked first, without allocating: options asking for more memory than the
+    machine has (``hidden=[1000000000]``) are refused with the estimate.
+    """
     key = model_name(name)
-    check_model_options(key, options)
-    try:
-        return MODELS[key](input_shape, num_classes, **options)
-    except TypeError as exc:
-        raise ValueError(f"bad options for model {key!r}: {exc}") from exc
+    count = model_parameter_count(key, input_shape, num_classes, **options)
+    check_memory(4 * count, f"model {key!r} with {dict(options)} ({count:,} parameters)",
+                 "choose smaller sizes")
+    return MODELS[key](input_shape, num_classes, **options)

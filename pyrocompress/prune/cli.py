@@ -5,12 +5,16 @@ Both read a run directory (``pyrocompress train --out``) and write into ``--out`
 family of the method registry (:mod:`pyrocompress.prune.methods`; default ``bayes``, a
 posterior score); ``compress`` runs ``self_compress``. The flags are turned into the method's
 options and a target here, once, and checked by the registry before anything is written.
+``--out`` is checked first (not the source run, not a file, writable, holding no other
+result unless ``--overwrite``), locked while the work runs, and marked ``COMPLETE`` last.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from ..errors import UserError
+from .._files import check_output_folder, output_folder
 from ..diagnostics.scores import score_names
 from ..infer.predictive import EVAL_ESTIMATORS, resolve_eval_estimator
 from ..infer.fit import check_scales_moved
@@ -37,7 +41,7 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k, None) is not None}
     if getattr(args, "per_layer", False):
         if options.get("scope", "layer") not in ("layer", Scope.LAYER):
-            raise ValueError("--per-layer contradicts --scope global; give one of them")
+            raise UserError("--per-layer contradicts --scope global; give one of them")
         options["scope"] = "layer"
     if getattr(args, "iterative", False):
         options["mode"] = "iterative"
@@ -56,12 +60,13 @@ def _run(args: argparse.Namespace, family: str, options: dict[str, Any]) -> tupl
     """Build the method and target (all checks), load the run, prune it, write the outputs."""
     method_class(family)  # an unknown name fails before the run is read
     target = _target(args)
+    check_output_folder(args.out, overwrite=args.overwrite, sources=[args.run_dir])
     run = load_run(args.run_dir)
     try:
         method = method_for_run(family, options, run.is_bayesian)
     except OptionError as exc:
         flag = f"{_flag(exc.key)}: " if exc.key in OPTION_FLAGS else ""
-        raise ValueError(f"{flag}{exc}") from None
+        raise UserError(f"{flag}{exc}") from None
     method.check_target(target)
     if run.is_bayesian and method.start() is Kind.BAYESIAN:
         check_scales_moved(run.guide, f"{args.command} {run.path}")  # a warning with the fix; the work goes on
@@ -71,10 +76,11 @@ def _run(args: argparse.Namespace, family: str, options: dict[str, Any]) -> tupl
     recorder = HistoryRecorder(split, args.eval_samples, args.seed, estimator)
     ctx = Context.of_run(run, data, seed=args.seed, eval_samples=args.eval_samples, progress=recorder,
                          fit_overrides={"lr": args.lr, "batch_size": args.batch_size, "device": args.device})
-    pruned = method.run(ctx, target)
     opts = OutputOptions(eval_samples=args.eval_samples, eval_estimator=estimator, latency=not args.no_latency,
                          latency_repeats=args.latency_repeats, seed=args.seed)
-    return write_outputs(args.out, run, data, pruned, recorder.history, target, opts), pruned
+    with output_folder(args.out, getattr(args, "command", family), overwrite=args.overwrite, sources=[args.run_dir]):
+        pruned = method.run(ctx, target)
+        return write_outputs(args.out, run, data, pruned, recorder.history, target, opts), pruned
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
@@ -116,7 +122,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-repeats", type=int, default=50, help="forward passes timed for the latency median")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty, unless --overwrite; never the run)")
+    p.add_argument("--overwrite", action="store_true", help="replace the result --out holds (it is deleted first)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

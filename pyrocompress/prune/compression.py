@@ -42,6 +42,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..infer.guides import is_posterior_guide
 from ..infer.predictive import evaluate
 from ..nn.layers import BayesLayer
@@ -78,7 +79,7 @@ def _output_sizes(net: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple
             finally:
                 net.train(was)
     except RuntimeError as exc:
-        raise ValueError(f"input shape {tuple(input_shape)} does not fit the network: {exc}") from None
+        raise UserError(f"input shape {tuple(input_shape)} does not fit the network: {exc}") from None
     finally:
         for h in hooks:
             h.remove()
@@ -116,7 +117,7 @@ def layer_stats(net: nn.Module, input_shape: Sequence[int]) -> dict[str, dict[st
         params = w.numel() + (b.numel() if b is not None else 0)
         nonzero = nnz_w + (int((b != 0).sum()) if b is not None else 0)
         if name not in out_shapes:
-            raise ValueError(f"layer {name!r} is not used in the forward pass; cannot count its FLOPs")
+            raise UserError(f"layer {name!r} is not used in the forward pass; cannot count its FLOPs")
         positions = math.prod(out_shapes[name][1:]) if isinstance(m, nn.Conv2d) else \
             math.prod(out_shapes[name][:-1])
         sb = sparse_bytes(w)
@@ -160,7 +161,7 @@ def posterior_bits(net: nn.Module, scales: Mapping[str, torch.Tensor], min_bits:
             continue
         s = scales[name].detach().to(w.device)
         if s.shape != w.shape:
-            raise ValueError(f"posterior scales of {name!r} have shape {tuple(s.shape)}, the weight {tuple(w.shape)}; "
+            raise UserError(f"posterior scales of {name!r} have shape {tuple(s.shape)}, the weight {tuple(w.shape)}; "
                              "pass the scales of the same (shrunk) network")
         nz = w != 0
         if not bool(nz.any()):
@@ -185,7 +186,7 @@ def quantize_network(net: nn.Module, bits: Mapping[str, int]) -> nn.Module:
         if b >= 32:
             continue
         if b < 2:
-            raise ValueError(f"bits of {name!r} must be >= 2, got {b}")
+            raise UserError(f"bits of {name!r} must be >= 2, got {b}")
         w = m.weight
         rng = float(w.abs().max())
         if rng == 0:
@@ -201,7 +202,7 @@ def measure_latency(net: nn.Module, input_shape: Sequence[int], batch_size: int 
                     warmup: int = 5, seed: int = 0) -> float:
     """Median seconds of one forward pass of a ``batch_size`` batch on the CPU."""
     if repeats < 1 or warmup < 0 or batch_size < 1:
-        raise ValueError("repeats and batch_size must be >= 1 and warmup >= 0")
+        raise UserError("repeats and batch_size must be >= 1 and warmup >= 0")
     net = copy.deepcopy(net).cpu().eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((batch_size,) + tuple(int(s) for s in input_shape), generator=gen)

@@ -21,7 +21,6 @@ Public API: ``export_network(net, out_dir, input_shape=None, ...) -> dict of pat
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,6 +28,8 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
+from .._files import read_json
+from ..errors import UserError
 from ..nn.arch import ArchitectureError, build, describe
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
@@ -44,7 +45,7 @@ ONNX_FILE = "compressed.onnx"
 EXPORT_FORMAT = "pyrocompress.export/1"
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A network cannot be exported, or an export cannot be loaded."""
 
 
@@ -123,12 +124,12 @@ def load_compressed(path: str | Path, device: str | torch.device = "cpu") -> nn.
         raise ExportError(f"{weights} does not exist; give the folder written by export_network / "
                           "`pyrocompress prune|compress --out` or its compressed.safetensors file")
     try:
-        tensors, meta = load_checkpoint(weights, device="cpu")
+        tensors, meta = load_checkpoint(weights, device="cpu", finite=True)
     except RunError as exc:
         raise ExportError(str(exc)) from None
     desc = meta.get("architecture")
     if desc is None and (weights.parent / ARCH_FILE).is_file():
-        desc = json.loads((weights.parent / ARCH_FILE).read_text())
+        desc = read_json(weights.parent / ARCH_FILE, "architecture description", ExportError)
     if desc is None:
         raise ExportError(f"{weights} carries no architecture description")
     try:

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..diagnostics.scores import SCORES, Score, get_score, group_scores, reduce_groups, weight_scores
 from ..names import Structure
 from ..nn.layers import BayesLayer
@@ -43,12 +44,12 @@ def check_score_fits(score: str, bayesian: bool) -> Score:
     except ValueError:
         what = "a Bayesian run" if bayesian else "a deterministic network"
         valid = posterior_scores() if bayesian else plain_scores()
-        raise ValueError(f"unknown score {score!r}; valid scores for {what}: {valid}") from None
+        raise UserError(f"unknown score {score!r}; valid scores for {what}: {valid}") from None
     if bayesian and not spec.ranks_posterior:
-        raise ValueError(f"score {score!r} is a deterministic-network score; a Bayesian run is ranked by one of "
+        raise UserError(f"score {score!r} is a deterministic-network score; a Bayesian run is ranked by one of "
                          f"{posterior_scores()} ('magnitude' is the posterior mean |mu|)")
     if not bayesian and spec.needs_posterior:
-        raise ValueError(f"score {score!r} needs a posterior (a Bayesian run); a deterministic network is ranked by "
+        raise UserError(f"score {score!r} needs a posterior (a Bayesian run); a deterministic network is ranked by "
                          f"one of {plain_scores()}")
     return spec
 
@@ -61,7 +62,7 @@ def plain_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     if any(isinstance(m, BayesLayer) for _, m in prunable_layers(net)):
         raise TypeError("this network has Bayesian layers: pass the BayesianModel and its guide")
     if not layers:
-        raise ValueError("the network has no Linear or Conv2d layers to prune")
+        raise UserError("the network has no Linear or Conv2d layers to prune")
     return layers
 
 
@@ -100,10 +101,10 @@ def importances(target: Union[nn.Module, BayesianModel], score: str = "magnitude
     spec = check_score_fits(score, bayesian)
     if not bayesian:
         if guide is not None:
-            raise ValueError("a guide was given with a plain network; pass the BayesianModel it belongs to")
+            raise UserError("a guide was given with a plain network; pass the BayesianModel it belongs to")
         return _plain(target, spec, structure, seed, layers, reduction)
     if guide is None:
-        raise ValueError("scoring a Bayesian model needs its guide")
+        raise UserError("scoring a Bayesian model needs its guide")
     gen = torch.Generator().manual_seed(int(seed))
     if structure.structured:
         return group_scores(target, guide, spec.name, reduction=reduction, generator=gen, **options)

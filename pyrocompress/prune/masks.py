@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from pyro.poutine.messenger import Messenger
 
+from ..errors import UserError
 from ..infer.guides import MASKED_SCALE, is_posterior_guide
 from ..nn.layers import BayesLayer
 from ..nn.model import BayesianModel
@@ -88,9 +89,9 @@ class Masks:
         self.bias: dict[str, torch.Tensor] = {k: _as_bool(v, f"bias mask of {k!r}") for k, v in (bias or {}).items()}
         for name, b in self.bias.items():
             if b.dim() != 1:
-                raise ValueError(f"bias mask of {name!r} must be 1-D, got shape {tuple(b.shape)}")
+                raise UserError(f"bias mask of {name!r} must be 1-D, got shape {tuple(b.shape)}")
             if name in self.weight and self.weight[name].shape[0] != b.shape[0]:
-                raise ValueError(f"bias mask of {name!r} has {b.shape[0]} units, its weight mask "
+                raise UserError(f"bias mask of {name!r} has {b.shape[0]} units, its weight mask "
                                  f"{self.weight[name].shape[0]}")
 
     # ------------------------------------------------------------ building
@@ -109,11 +110,11 @@ class Masks:
         weight, bias = {}, {}
         for name, k in keep.items():
             if name not in shapes:
-                raise ValueError(f"unknown layer {name!r}; layers: {sorted(shapes)}")
+                raise UserError(f"unknown layer {name!r}; layers: {sorted(shapes)}")
             k = _as_bool(k, f"unit keep vector of {name!r}")
             shape = tuple(shapes[name])
             if k.shape != (shape[0],):
-                raise ValueError(f"unit keep vector of {name!r} has shape {tuple(k.shape)}, expected ({shape[0]},)")
+                raise UserError(f"unit keep vector of {name!r} has shape {tuple(k.shape)}, expected ({shape[0]},)")
             weight[name] = k.reshape((-1,) + (1,) * (len(shape) - 1)).expand(shape).clone()
             if mask_bias:
                 bias[name] = k.clone()
@@ -126,7 +127,7 @@ class Masks:
         for name, m in other.weight.items():
             if name in weight:
                 if weight[name].shape != m.shape:
-                    raise ValueError(f"cannot combine masks of {name!r}: shapes {tuple(weight[name].shape)} "
+                    raise UserError(f"cannot combine masks of {name!r}: shapes {tuple(weight[name].shape)} "
                                      f"and {tuple(m.shape)}")
                 weight[name] = weight[name] & m
             else:
@@ -167,14 +168,14 @@ class Masks:
         shapes = layer_shapes(obj)
         for name, m in self.weight.items():
             if name not in shapes:
-                raise ValueError(f"mask for unknown layer {name!r}; layers: {sorted(shapes)}")
+                raise UserError(f"mask for unknown layer {name!r}; layers: {sorted(shapes)}")
             if tuple(m.shape) != tuple(shapes[name]):
-                raise ValueError(f"mask of {name!r} has shape {tuple(m.shape)}, the weight {tuple(shapes[name])}")
+                raise UserError(f"mask of {name!r} has shape {tuple(m.shape)}, the weight {tuple(shapes[name])}")
         for name, b in self.bias.items():
             if name not in shapes:
-                raise ValueError(f"bias mask for unknown layer {name!r}; layers: {sorted(shapes)}")
+                raise UserError(f"bias mask for unknown layer {name!r}; layers: {sorted(shapes)}")
             if b.shape[0] != shapes[name][0]:
-                raise ValueError(f"bias mask of {name!r} has {b.shape[0]} units, the layer {shapes[name][0]}")
+                raise UserError(f"bias mask of {name!r} has {b.shape[0]} units, the layer {shapes[name][0]}")
 
     # ------------------------------------------------------------ applying
     @torch.no_grad()
@@ -186,7 +187,7 @@ class Masks:
         self.check(obj)
         if isinstance(obj, BayesianModel):
             if guide is None:
-                raise ValueError("masking a BayesianModel needs its guide: masks.apply(model, guide)")
+                raise UserError("masking a BayesianModel needs its guide: masks.apply(model, guide)")
             if not is_posterior_guide(guide):
                 raise TypeError(f"masks apply to a pyrocompress guide, got {type(guide).__name__}; "
                                 "use the MaskLayers handler with other guides")
@@ -243,7 +244,7 @@ class Masks:
         for key, value in tensors.items():
             kind, sep, name = key.partition("::")
             if not sep or kind not in ("weight", "bias"):
-                raise ValueError(f"not a mask tensor name: {key!r} (expected weight::<layer> or bias::<layer>)")
+                raise UserError(f"not a mask tensor name: {key!r} (expected weight::<layer> or bias::<layer>)")
             (weight if kind == "weight" else bias)[name] = value
         return cls(weight, bias)
 

@@ -6,7 +6,8 @@ Bayesian network, seeded) and becomes a row of ``history.csv``. :func:`write_out
 physically shrinks a masked result, evaluates it against the run's dense network on the test
 split, and writes ``metrics.json``, ``history.csv``, the export (safetensors + JSON
 architecture, TorchScript, ONNX when installed), the method's artifacts (``masks.safetensors``,
-``lottery.safetensors``) and, for a Bayesian result, ``bayesian/`` (a run directory).
+``lottery.safetensors``) and, for a Bayesian result, ``bayesian/`` (a run directory); then,
+last, ``COMPLETE``.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from .._files import mark_complete
 from ..data import DataBundle, Split
 from ..infer.guides import posterior_mean_network
 from ..infer.predictive import evaluate
 from ..metrics import parameter_counts
-from ..runs import Run, save_checkpoint, save_run, write_csv, write_json
+from ..runs import Run, check_finite, save_checkpoint, save_run, write_csv, write_json
 from .compression import compression_report, posterior_scales
 from .export import export_network
 from .methods import Progress, Pruned
@@ -105,6 +107,7 @@ def write_outputs(out: str | Path, run: Run, data: DataBundle, pruned: Pruned, h
         net = posterior_mean_network(model, guide)
     dense = posterior_mean_network(run.model, run.guide) if run.is_bayesian else run.net
     net, dense = net.cpu().eval(), dense.cpu().eval()
+    check_finite(dict(net.state_dict()), "the pruned network")
     if model is not None:
         metrics = bayes_eval(model, guide, data.test, opts.eval_samples, opts.seed, opts.eval_estimator)
         metrics.update({f"mean_{k}": v for k, v in evaluate(net, data.test).items()})
@@ -139,6 +142,7 @@ def write_outputs(out: str | Path, run: Run, data: DataBundle, pruned: Pruned, h
         save_run(out / "bayesian", config, model=model.cpu(), guide=guide.cpu())
     write_csv(out / "history.csv", history)
     write_json(out / "metrics.json", metrics)
+    mark_complete(out, str(info.get("method", "prune")), source_run=str(run.path))
     return metrics
 
 

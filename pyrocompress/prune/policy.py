@@ -49,6 +49,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from ..errors import UserError
 from ..diagnostics.scores import get_score, group_scores, weight_scores
 from ..infer.guides import is_posterior_guide
 from ..names import Structure
@@ -73,7 +74,7 @@ def resolve_structure(structure: str) -> Structure:
 def output_layer(shapes: Mapping[str, tuple[int, ...]]) -> str:
     """The last Linear / Conv2d layer (forward order): the network's output layer."""
     if not shapes:
-        raise ValueError("the network has no Linear or Conv2d layer")
+        raise UserError("the network has no Linear or Conv2d layer")
     return list(shapes)[-1]
 
 
@@ -88,7 +89,7 @@ def candidate_layers(shapes: Mapping[str, tuple[int, ...]], structure: str, outp
     structure = Structure.parse(structure)
     for pattern in ignored_layers:
         if not any(_matches(n, [pattern]) for n in shapes):
-            raise ValueError(f"ignored layer {pattern!r} matches no layer; layers: {list(shapes)}")
+            raise UserError(f"ignored layer {pattern!r} matches no layer; layers: {list(shapes)}")
     out = []
     for name, shape in shapes.items():
         if _matches(name, ignored_layers):
@@ -201,15 +202,15 @@ class PrunePolicy:
         self.structure = Structure.parse(self.structure)
         chosen = [self.sparsity is not None, self.threshold is not None, bool(self.auto)]
         if sum(chosen) != 1:
-            raise ValueError("give exactly one selection rule: sparsity=, threshold= or auto=True "
+            raise UserError("give exactly one selection rule: sparsity=, threshold= or auto=True "
                              f"(got sparsity={self.sparsity}, threshold={self.threshold}, auto={self.auto})")
         if self.sparsity is not None:
             self.sparsity = as_sparsity(self.sparsity)
         if self.threshold is not None and not (isinstance(self.threshold, (int, float))
                                                and math.isfinite(self.threshold)):
-            raise ValueError(f"threshold must be a finite number, got {self.threshold!r}")
+            raise UserError(f"threshold must be a finite number, got {self.threshold!r}")
         if not (self.min_separation > 0):
-            raise ValueError(f"min_separation must be positive (decades), got {self.min_separation}")
+            raise UserError(f"min_separation must be positive (decades), got {self.min_separation}")
         if isinstance(self.ignored_layers, str):
             self.ignored_layers = (self.ignored_layers,)
         self.ignored_layers = tuple(self.ignored_layers)
@@ -279,17 +280,17 @@ class PrunePolicy:
         layers = [n for n in candidate_layers(shapes, self.structure, output, self.ignored_layers) if n in scores]
         if not layers:
             what = {"kernel": "Conv2d layers", "neuron": "hidden Linear layers"}.get(self.structure, "layers")
-            raise ValueError(f"no layer to prune with structure {self.structure!r}: candidates are {what} with "
+            raise UserError(f"no layer to prune with structure {self.structure!r}: candidates are {what} with "
                              f"scores, not the output layer {output!r} or ignored layers; layers: {list(shapes)}")
         values = {}
         for n in layers:
             s = scores[n].detach().float().cpu()
             expected = (shapes[n][0],) if self.structured else tuple(shapes[n])
             if tuple(s.shape) != expected:
-                raise ValueError(f"scores of {n!r} have shape {tuple(s.shape)}, expected {expected} "
+                raise UserError(f"scores of {n!r} have shape {tuple(s.shape)}, expected {expected} "
                                  f"for structure {self.structure!r}")
             if torch.isnan(s).any():
-                raise ValueError(f"scores of {n!r} contain NaN")
+                raise UserError(f"scores of {n!r} contain NaN")
             values[n] = s
         keep = self._keep(values, thresholds)
         keep = self._safeguard(keep, values, output)

@@ -41,6 +41,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..data import DataBundle
 from ..infer.fit import fit
 from ..infer.guides import PosteriorGuide, is_posterior_guide, posterior_mean_network
@@ -140,16 +141,16 @@ def self_compress(model: BayesianModel, guide: PosteriorGuide, data: DataBundle,
     if auto is None:
         auto = sparsity is None and threshold is None
     if iterative and sparsity is not None:
-        raise ValueError("iterative self-compression selects by threshold= or auto=True; sparsity= is one-shot "
+        raise UserError("iterative self-compression selects by threshold= or auto=True; sparsity= is one-shot "
                          "(iterative=False)")
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
-        raise ValueError(f"tolerance must be a non-negative number of accuracy points, got {tolerance!r}")
+        raise UserError(f"tolerance must be a non-negative number of accuracy points, got {tolerance!r}")
     if not isinstance(max_rounds, int) or max_rounds < 1:
-        raise ValueError(f"max_rounds must be a positive integer, got {max_rounds!r}")
+        raise UserError(f"max_rounds must be a positive integer, got {max_rounds!r}")
     if finetune_epochs is None:
         finetune_epochs = 5 if iterative else 0
     if not isinstance(finetune_epochs, int) or finetune_epochs < 0:
-        raise ValueError(f"finetune_epochs must be a non-negative integer, got {finetune_epochs!r}")
+        raise UserError(f"finetune_epochs must be a non-negative integer, got {finetune_epochs!r}")
     if iterative and finetune_epochs == 0:
         warnings.warn("iterative self-compression without fine-tuning stops after one deletion", UserWarning,
                       stacklevel=2)

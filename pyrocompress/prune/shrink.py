@@ -46,6 +46,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..infer.guides import is_posterior_guide, posterior_mean_network
 from ..nn.arch import describe
 from ..nn.layers import BayesLayer
@@ -58,7 +59,7 @@ _ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.LeakyReLU, nn.
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 
 
-class ShrinkError(ValueError):
+class ShrinkError(UserError):
     """The network contains a structure that structured deletion cannot shrink."""
 
 

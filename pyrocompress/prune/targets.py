@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 from torch import nn
 
+from ..errors import UserError
 from ..metrics import parameter_counts
 
 __all__ = ["Target", "Sparsity", "Compression", "Threshold", "AutoThreshold", "check_sparsity", "as_sparsity",
@@ -33,7 +34,7 @@ T = TypeVar("T")
 def _finite(value: Any, ok: Callable[[float], bool], message: str) -> float:
     """``value`` as a float if it is a finite number passing ``ok``, else ``ValueError(message)``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-        raise ValueError(message)
+        raise UserError(message)
     return float(value)
 
 
@@ -130,7 +131,7 @@ def make_target(sparsity: Optional[float] = None, compression: Optional[float] =
         given.append("auto_threshold")
     if len(given) > 1:
         flags = ", ".join(f"--{g.replace('_', '-')}" for g in given)
-        raise ValueError(f"give only one of --sparsity, --compression, --threshold, --auto-threshold "
+        raise UserError(f"give only one of --sparsity, --compression, --threshold, --auto-threshold "
                          f"(got {flags})")
     if sparsity is not None:
         return Sparsity(sparsity)
@@ -153,7 +154,7 @@ def weight_sparsity_for(net: nn.Module, ratio: float) -> Sparsity:
     total = total_params(net)
     weights = sum(int(m.weight.numel()) for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
     if weights == 0:
-        raise ValueError("the network has no Linear or Conv2d weights to prune")
+        raise UserError("the network has no Linear or Conv2d weights to prune")
     keep = (total / ratio - (total - weights)) / weights
     return Sparsity(float(min(max(1.0 - keep, 0.0), 0.999)))
 

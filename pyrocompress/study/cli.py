@@ -2,14 +2,34 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from ..errors import UserError
 from .config import default_config_text, load_config
 from .executors import EXECUTORS
-from .report import write_report
+from .report import trial_counts, write_report
 from .runner import run_study
 
-__all__ = ["register"]
+__all__ = ["register", "positive_int"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--threads 0``, ``--max-trials -1`` are refused with the flag's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _warn_incomplete(study_dir: Path) -> None:
+    counts = trial_counts(study_dir)
+    if counts["unreadable"]:
+        print(f"warning: {len(counts['unreadable'])} trial record(s) in {study_dir / 'trials'} cannot be read "
+              f"({', '.join(counts['unreadable'][:5])}); run the study again to redo them", file=sys.stderr)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
@@ -18,7 +38,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         print(Path(args.config).read_text() if args.config else default_config_text(), end="")
         return 0
     if args.executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {args.executor!r}; valid executors: {list(EXECUTORS)}")
+        raise UserError(f"unknown executor {args.executor!r}; valid executors: {list(EXECUTORS)}")
     out = Path(args.out) if args.out else Path("studies") / cfg.name
     print(f"study {cfg.name!r} ({cfg.source}) -> {out}")
     result = run_study(cfg, out, workers=args.workers, executor=args.executor, address=args.address,
@@ -28,6 +48,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if not args.no_report:
         paths = write_report(out)
         print(f"report: {paths['html']} and {paths['markdown']}")
+        _warn_incomplete(out)
     if result.failed:
         print(f"{len(result.failed)} trial(s) failed; their errors are in results.csv and logs/: "
               f"{', '.join(result.failed[:5])}{' ...' if len(result.failed) > 5 else ''}")
@@ -37,7 +58,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     paths = write_report(args.study_dir, out=args.out, point=args.point)
+    print(f"{trial_counts(args.study_dir)['text']}")
     print(f"report: {paths['html']} and {paths['markdown']}")
+    _warn_incomplete(Path(args.study_dir))
     return 0
 
 
@@ -48,12 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "the report. Running it again resumes.")
     p.add_argument("config", nargs="?", default=None, help="study TOML file (default: the embedded default study)")
     p.add_argument("--out", default=None, help="study directory (default: studies/<study name>)")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (local executor)")
+    p.add_argument("--workers", type=positive_int, default=1, help="parallel worker processes (local executor)")
     p.add_argument("--executor", default="local", help="local (processes on this machine) or ray")
     p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); "
                                                     "default: a new local Ray instance")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
-    p.add_argument("--max-trials", type=int, default=None, help="run at most N trials now (resume later)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--max-trials", type=positive_int, default=None, help="run at most N trials now (resume later)")
     p.add_argument("--no-retry", action="store_true", help="do not retry trials that failed before")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--print-config", action="store_true", help="print the configuration's TOML and exit")

@@ -53,7 +53,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
-from ..data import DATASETS, OOD_SETS, dataset_name
+from .._files import read_bounded
+from .._memory import check_memory
+from ..errors import UserError
+from ..data import DATA_SHAPES, DATASETS, OOD_SETS, dataset_name
 from ..infer.estimators import ESTIMATORS
 from ..infer.guides import GUIDES
 from ..infer.moments import is_moment_estimator, moment_options
@@ -64,8 +67,9 @@ from ..infer.moments import is_moment_estimator, moment_options
 from ..infer.predictive import EVAL_ESTIMATORS
 from ..names import Kind
 from ..nn.priors import PRIORS, make_prior
-from ..nn.zoo import MODELS, check_model_options, model_name
+from ..nn.zoo import MODELS, model_name, model_parameter_count
 from ..prune.methods import OptionError, UnknownMethodError, method_class, method_names
+from ..training import training_memory
 from .specs import TRAIN_BAYESIAN, TRAIN_SHARED, DatasetSpec, MethodSpec, ModelSpec, OperatingPoint, StudyConfig
 
 __all__ = [
@@ -86,10 +90,12 @@ __all__ = [
 
 #: names of the reference trials every study has (``dense-bayesian``, ``dense-deterministic``, ...)
 DENSE_PREFIX = "dense-"
+#: a study configuration larger than this is not one (and is not read)
+MAX_CONFIG_BYTES = 4 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-class StudyConfigError(ValueError):
+class StudyConfigError(UserError):
     """The study configuration is invalid; the message names the key (and line) to fix."""
 
 
@@ -184,11 +190,14 @@ def load_config(path: Optional[str | Path] = None) -> StudyConfig:
     if path is None:
         return parse_config(default_config_text(), source="<embedded default>")
     path = Path(path)
+    if path.is_dir():
+        raise StudyConfigError(f"study configuration {path} is a folder; give the TOML file in it "
+                               f"(e.g. {path / 'study.toml'}; see experiments/*.toml)")
     if not path.is_file():
         raise StudyConfigError(f"study configuration {path} does not exist; give a TOML file "
                                f"(see experiments/*.toml) or run `pyrocompress study` for the default")
     try:
-        text = path.read_text()
+        text = read_bounded(path, MAX_CONFIG_BYTES, "study configuration", StudyConfigError).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise StudyConfigError(f"{path}: not a UTF-8 text file ({exc})") from None
     return parse_config(text, source=str(path))
@@ -280,10 +289,14 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
         options = m.get("options", {})
         if not isinstance(options, dict):
             raise c.error(("models", i, "options"), "must be a table of model options")
-        try:
-            check_model_options(mname, options)
-        except ValueError as exc:
-            raise c.error(("models", i, "options"), str(exc)) from None
+        for d in datasets:  # the option names, their values and the size, for each data set's inputs
+            shape, classes = DATA_SHAPES[d.name]
+            try:
+                count = model_parameter_count(mname, shape, classes, **options)
+                check_memory(training_memory(count, False), f"training {mname} with {options} on {d.name} "
+                             f"({count:,} parameters)", "choose smaller options")
+            except UserError as exc:
+                raise c.error(("models", i, "options"), str(exc)) from None
         train_over = c.table(m.get("train", {}), ("models", i, "train"), TRAIN_SHARED + TRAIN_BAYESIAN)
         _check_train_values(train_over, ("models", i, "train"), c)
         label = c.name(m.get("label", mname), ("models", i, "label"))

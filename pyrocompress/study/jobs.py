@@ -26,11 +26,12 @@ import pyro
 import torch
 
 from ..data import DataBundle, load_dataset, ood_inputs
+from ..errors import LockedError, OutputError, RunError
 from ..infer.predictive import resolve_eval_estimator
 from ..nn.zoo import build_model
 from ..prune.methods import Context, FitOptions, Pruned
 from ..prune.methods.context import INIT_FILE
-from ..runs import load_run, save_checkpoint
+from ..runs import check_data_of, load_run, save_checkpoint
 from ..training import TrainConfig, train
 from .measure import dense_probs, measure
 from .plan import seed_of
@@ -75,12 +76,17 @@ def train_job(payload: dict) -> dict:
               f"{'deterministic' if cfg.deterministic else 'Bayesian'}: {json.dumps(payload['train'])}")
         data = data_for(payload["data"], cfg.seed)
         partial = run_dir.with_name(run_dir.name + ".partial")
-        if partial.exists():
-            shutil.rmtree(partial)
         # the initial weights train() starts from (it seeds and builds the same way): lottery rewinding
         torch.manual_seed(cfg.seed)
         init = build_model(cfg.model, data.input_shape, data.num_classes, **cfg.model_options)
-        run = train(cfg, data=data, out=partial)
+        try:  # a training a killed study left halfway continues after its last finished epoch
+            run = train(cfg, data=data, out=partial, resume=True)
+        except (RunError, OutputError) as exc:
+            if isinstance(exc, LockedError) or not partial.exists():
+                raise
+            print(f"cannot resume {partial} ({exc}); training it from the start")
+            shutil.rmtree(partial)
+            run = train(cfg, data=data, out=partial)
         save_checkpoint(partial / INIT_FILE, {k: v.detach().cpu() for k, v in init.state_dict().items()},
                         {"what": "initial weights"})
         os.replace(partial, run_dir)
@@ -118,6 +124,7 @@ def _trial(payload: dict) -> dict:
     print(f"trial {row['trial_id']}: {method!r} at {row['operating_point']}")
     data = data_for(payload["data"], row["seed"])
     run = load_run(payload["run_dir"])
+    check_data_of(run, data)
     train_cfg = dict(run.config.get("train", {}))
     dense = Pruned(model=run.model, guide=run.guide) if run.is_bayesian else Pruned(net=run.net)
     samples = int(payload["eval_samples"])

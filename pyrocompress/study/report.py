@@ -34,7 +34,7 @@ from torch import nn
 from ..runs import RunError, atomic_write_bytes, load_run
 from .store import ResultsStore, StoreError
 
-__all__ = ["write_report", "summary_table", "tolerance_table", "strongest_dense", "load_results"]
+__all__ = ["write_report", "summary_table", "tolerance_table", "strongest_dense", "load_results", "trial_counts"]
 
 _PLOTS = [
     ("accuracy", "test accuracy", False),
@@ -60,7 +60,10 @@ def load_results(study_dir: str | os.PathLike):
     meta = store.meta()
     rows = store.rows()
     if not rows:
-        raise StoreError(f"{study_dir} has no finished trials yet; run `pyrocompress study --out {study_dir}`")
+        bad = store.unreadable()
+        damaged = f" ({len(bad)} unreadable record(s): {', '.join(bad[:5])})" if bad else ""
+        raise StoreError(f"{study_dir} has no finished trials yet{damaged}; run `pyrocompress study --out "
+                         f"{study_dir}`")
     frame = pd.DataFrame(rows)
     for col in ("accuracy", "compression", "ece", "nll", "speedup", "agreement", "ood_auroc"):
         if col not in frame:
@@ -401,6 +404,28 @@ code{background:#f4f4f4;padding:0 .25em}.fail{color:#a00}
 """
 
 
+def trial_counts(study_dir: str | os.PathLike) -> dict[str, Any]:
+    """How many trials finished, failed, have an unreadable record (named) or were not run yet, of how many
+    planned; ``text`` says it in one sentence (with what to do when some are missing)."""
+    store = ResultsStore(study_dir)
+    rows = store.rows()
+    ok = sum(1 for r in rows if r.get("status", "ok") == "ok")
+    failed = len(rows) - ok
+    bad = store.unreadable()
+    planned = store.planned()
+    missing = None if planned is None else len(set(planned) - {r["trial_id"] for r in rows} - set(bad))
+    parts = [f"{ok} finished trials", f"{failed} failed"]
+    if bad:
+        parts.append(f"{len(bad)} with an unreadable record ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})")
+    if missing:
+        parts.append(f"{missing} not run yet")
+    text = ", ".join(parts) + (f" of {len(planned)} planned" if planned is not None else "")
+    if bad or missing:
+        text += " (running the study again completes it)"
+    return {"ok": ok, "failed": failed, "unreadable": bad, "missing": missing,
+            "planned": None if planned is None else len(planned), "text": text}
+
+
 def write_report(study_dir: str | os.PathLike, out: Optional[str | os.PathLike] = None,
                  point: Optional[float] = None) -> dict[str, Path]:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ ``figures/*.png``) into
@@ -438,8 +463,9 @@ def write_report(study_dir: str | os.PathLike, out: Optional[str | os.PathLike] 
     failed = frame[frame["status"] != "ok"]
     n_ok = int((frame["status"] == "ok").sum())
     seeds = cfg.get("seeds", sorted(set(frame["seed"])))
+    counts = trial_counts(study_dir)
     intro = (f"Study **{cfg.get('name', study_dir.name)}** (configuration hash `{meta.get('config_hash')}`): "
-             f"{n_ok} finished trials, {len(failed)} failed; data sets "
+             f"{counts['text']}; data sets "
              f"{', '.join(sorted(set(frame['dataset'])))}; models {', '.join(sorted(set(frame['model'])))}; "
              f"seeds {seeds}; methods {', '.join(m for m in methods if not _is_dense(m))}.")
     notes = ("Compression ratio = parameters of the dense network / nonzero parameters of the pruned one "

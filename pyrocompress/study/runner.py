@@ -17,10 +17,15 @@ worker processes, or Ray):
 
 Every job is seeded from its identity (data set, model, seed, method, point), never from
 the order or the worker it runs in, so any number of workers gives the same numbers.
+
+One driver at a time works in a study directory: it holds the directory's lock
+(``.pyrocompress.lock``, naming it) from start to end, so a second ``pyrocompress study`` on
+the same ``--out`` is refused at once instead of writing over the first one's records.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +33,9 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from .._files import FolderLock, check_output_path, remove_temporaries
 from ..data import ood_inputs, resolve_ood
+from ..errors import UserError
 from ..prune.targets import Compression
 from .executors import make_executor
 from .jobs import data_for, train_job, trial_job
@@ -110,12 +117,40 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, workers: int = 1, exe
     next call; a way to spread a large study over sessions).
     """
     t0 = time.perf_counter()
-    study_dir = Path(out)
+    for name, value in (("workers", workers), ("threads", threads)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{name} must be a positive integer, got {value!r}")
+    if max_trials is not None and (not isinstance(max_trials, int) or isinstance(max_trials, bool) or max_trials < 1):
+        raise UserError(f"max_trials must be a positive integer (or None: all), got {max_trials!r}")
+    study_dir = check_output_path(out)
     # 1. everything that can be wrong with the input fails before any training
     ood = check_data(cfg)
     config_hash = cfg.config_hash()
+    with FolderLock(study_dir, "study"):
+        return _run_locked(cfg, study_dir, ood, config_hash, t0, workers=workers, executor=executor, address=address,
+                           threads=threads, progress=progress, retry_failed=retry_failed, max_trials=max_trials)
+
+
+def _clean_partial(study_dir: Path) -> None:
+    """Remove what a killed driver left: networks trained halfway (``*.partial``; a train job resumes from its
+    own state when it is still there, see :func:`~pyrocompress.study.jobs.train_job`) are kept, other junk goes."""
+    runs = study_dir / "runs"
+    if not runs.is_dir():
+        return
+    for partial in runs.rglob("*.partial"):
+        done = partial.with_name(partial.name[:-len(".partial")])
+        if done.is_dir():  # trained and published; the partial is a leftover
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _run_locked(cfg: StudyConfig, study_dir: Path, ood: dict, config_hash: str, t0: float, *, workers: int,
+                executor: str, address: Optional[str], threads: int, progress: bool, retry_failed: bool,
+                max_trials: Optional[int]) -> StudyResult:
     store = ResultsStore(study_dir).open(cfg.to_dict(), config_hash)
+    _clean_partial(study_dir)
+    remove_temporaries(study_dir)
     trials = plan_trials(cfg)
+    store.write_plan([t.id for t in trials])
     done = store.finished()
     todo = [t for t in trials if done.get(t.id) != "ok" and (retry_failed or t.id not in done)]
     result = StudyResult(study_dir, len(trials), skipped=len(trials) - len(todo))

@@ -3,6 +3,7 @@
 Layout of a study directory::
 
     study.json            the study configuration, its hash, the format version
+    plan.json             the planned trial ids (what the report counts against)
     trials/<id>.json      one record per finished trial (the source of truth; atomic)
     results.csv           tidy table, one row per trial (rewritten atomically after each trial)
     results.nc            xarray Dataset (NetCDF): metrics with dims
@@ -26,12 +27,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .._files import atomic_write
+from .._files import atomic_write, folder_entries, read_bounded, read_json
+from ..errors import StoreError
 from ..runs import atomic_write_bytes, write_json
 
 __all__ = ["StoreError", "ResultsStore", "METRICS", "DIMS", "STORE_FORMAT", "trial_dataset", "read_results"]
 
 STORE_FORMAT = "pyrocompress-study/1"
+#: a trial record larger than this is not one (and is not read)
+MAX_RECORD_BYTES = 8 << 20
 #: dims of every metric variable of the results Dataset
 DIMS = ("dataset", "model", "method", "operating_point", "seed")
 #: numeric per-trial metrics (columns of the table, variables of the Dataset)
@@ -50,10 +54,6 @@ TEXT = ("trial_id", "dataset", "model", "method", "family", "kind", "operating_p
         "ood_set", "finished_at")
 
 
-class StoreError(ValueError):
-    """The study directory cannot be used as asked (another configuration, corrupt files)."""
-
-
 class ResultsStore:
     """Trial records of one study directory, bound to one configuration hash."""
 
@@ -67,9 +67,9 @@ class ResultsStore:
         meta_path = self.dir / "study.json"
         if meta_path.is_file():
             try:
-                meta = json.loads(meta_path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise StoreError(f"{meta_path} is corrupt ({exc}); delete {self.dir} to start fresh") from None
+                meta = read_json(meta_path, "study description", StoreError)
+            except StoreError as exc:
+                raise StoreError(f"{exc}; delete {self.dir} to start fresh") from None
             if meta.get("format") != STORE_FORMAT:
                 raise StoreError(f"{self.dir} is not a pyrocompress study directory (format "
                                  f"{meta.get('format')!r}); choose another --out")
@@ -80,7 +80,7 @@ class ResultsStore:
                     f"this one {config_hash}; differs in: {', '.join(diff[:6]) or 'details'}). Results of two "
                     f"configurations are never mixed: give another --out directory, or delete {self.dir} "
                     "to start fresh.")
-        elif self.dir.exists() and any(p.name not in ("logs",) for p in self.dir.iterdir()):
+        elif self.dir.exists() and any(p.name not in ("logs",) for p in folder_entries(self.dir)):
             raise StoreError(f"{self.dir} exists and is not an empty or pyrocompress study directory; "
                              "choose another --out")
         else:
@@ -97,32 +97,72 @@ class ResultsStore:
         if not path.is_file():
             raise StoreError(f"{self.dir} is not a study directory (no study.json); run `pyrocompress study --out "
                              f"{self.dir}` first")
-        return json.loads(path.read_text())
+        return read_json(path, "study description", StoreError)
 
     # ------------------------------------------------------------ records
     def _path(self, trial_id: str) -> Path:
         return self.trials_dir / f"{trial_id}.json"
 
     def record(self, row: dict) -> None:
-        """Store one trial record atomically (replacing an earlier record of the same trial)."""
+        """Store one trial record atomically (replacing an earlier record of the same trial).
+
+        An error record never replaces a finished one: a result, once there, is not lost.
+        """
+        path = self._path(row["trial_id"])
+        if row.get("status") != "ok" and path.is_file():
+            old = self._read(path)
+            if old is not None and old.get("status") == "ok":
+                return
         data = json.dumps(_jsonable(row), indent=1, sort_keys=True).encode()
-        atomic_write_bytes(self._path(row["trial_id"]), data)
+        atomic_write_bytes(path, data)
+
+    @staticmethod
+    def _read(path: Path) -> Optional[dict]:
+        """A trial record, or None when it is unreadable (truncated, not JSON, not a record, too large)."""
+        try:
+            row = json.loads(read_bounded(path, MAX_RECORD_BYTES, "trial record", StoreError).decode("utf-8"))
+        except (StoreError, OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return row if isinstance(row, dict) and row.get("trial_id") == path.stem else None
 
     def rows(self) -> list[dict]:
-        """All trial records, sorted by trial id."""
+        """All readable trial records, sorted by trial id (see :meth:`unreadable` for the others)."""
         if not self.trials_dir.is_dir():
             return []
         out = []
         for path in sorted(self.trials_dir.glob("*.json")):
-            try:
-                out.append(json.loads(path.read_text()))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # an interrupted write never leaves a partial file; skip foreign junk
+            row = self._read(path)
+            if row is not None:
+                out.append(row)
         return out
+
+    def unreadable(self) -> list[str]:
+        """Trial ids whose record file cannot be read (damaged outside pyrocompress: its writes are atomic).
+
+        Their trials count as not run: the next run of the study redoes them and replaces the file.
+        """
+        if not self.trials_dir.is_dir():
+            return []
+        return [p.stem for p in sorted(self.trials_dir.glob("*.json")) if self._read(p) is None]
 
     def finished(self) -> dict[str, str]:
         """``{trial_id: status}`` of the recorded trials."""
         return {r["trial_id"]: r.get("status", "ok") for r in self.rows()}
+
+    def write_plan(self, trial_ids: list[str]) -> None:
+        """Record the trials the configuration plans (``plan.json``): what the report counts against."""
+        write_json(self.dir / "plan.json", {"trials": list(trial_ids)})
+
+    def planned(self) -> Optional[list[str]]:
+        """The planned trial ids (None for a study directory written before ``plan.json`` existed)."""
+        path = self.dir / "plan.json"
+        if not path.is_file():
+            return None
+        try:
+            plan = json.loads(read_bounded(path, 64 * MAX_RECORD_BYTES, "study plan", StoreError).decode("utf-8"))
+        except (StoreError, OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        return list(plan.get("trials", [])) if isinstance(plan, dict) else None
 
     # -------------------------------------------------------------- views
     def table(self):

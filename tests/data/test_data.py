@@ -118,3 +118,90 @@ def test_batches_cover_every_example_once_per_epoch():
     assert torch.equal(first, again)
     with pytest.raises(ValueError, match="batch_size"):
         Batches(data.train, 0)
+
+
+# ----------------------------------------------------------------- results that survive (issue 14)
+def _labelled_idx_set(folder, train_labels, test_labels, n_train=60000, n_test=10000):
+    """An IDX set whose label files start as given (images tiny placeholders are not read by recognition)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ytr = np.zeros(n_train, dtype=np.uint8)
+    ytr[:len(train_labels)] = train_labels
+    yte = np.zeros(n_test, dtype=np.uint8)
+    yte[:len(test_labels)] = test_labels
+    _write_idx(folder / "train-labels-idx1-ubyte.gz", ytr)
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", yte)
+    _write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((n_train, 28, 28), dtype=np.uint8))
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((n_test, 28, 28), dtype=np.uint8))
+
+
+FASHION = ((9, 0, 0, 3, 0, 2, 7, 2, 5, 5), (9, 2, 1, 1, 6, 1, 4, 6, 5, 7))
+MNIST = ((5, 0, 4, 1, 9, 2, 1, 3, 1, 4), (7, 2, 1, 0, 4, 1, 4, 9, 5, 9))
+
+
+def test_mnist_and_fashion_mnist_are_recognised_by_content(tmp_path, monkeypatch):
+    from pyrocompress.data import recognise_idx, resolve_ood
+
+    shared = tmp_path / "shared"
+    _labelled_idx_set(shared, *FASHION)
+    assert recognise_idx(shared) == "fashion-mnist"
+    monkeypatch.setenv("PYROCOMPRESS_DATA", str(shared))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # the shared folder holds Fashion-MNIST: it is never taken for MNIST (same file names)
+    assert find_idx_files("fashion-mnist") == shared and find_idx_files("mnist") is None
+    with pytest.raises(DataError, match=r"passed over: .*shared holds fashion-mnist, not mnist"):
+        load_dataset("mnist", download=False)
+    assert resolve_ood("fashion-mnist", "auto") == "rot90"  # not "mnist": that would be the test set itself
+    # nor a data_dir the user gives for MNIST that holds Fashion-MNIST
+    with pytest.raises(DataError, match="holds fashion-mnist, not mnist"):
+        load_dataset("mnist", shared, download=True)
+    assert sorted(p.name for p in shared.iterdir()) == sorted(_IDX_NAMES)  # nothing downloaded over it
+    # unrecognisable files in the shared folder are not taken for either
+    _fake_idx_set(tmp_path / "other")
+    monkeypatch.setenv("PYROCOMPRESS_DATA", str(tmp_path / "other"))
+    assert find_idx_files("mnist") is None and find_idx_files("fashion-mnist") != tmp_path / "other"
+    _labelled_idx_set(tmp_path / "m", *MNIST)
+    assert recognise_idx(tmp_path / "m") == "mnist"
+
+
+_IDX_NAMES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+              "t10k-labels-idx1-ubyte.gz"]
+
+
+def test_loaded_data_says_where_it_came_from_and_its_checksum(tmp_path, monkeypatch):
+    _fake_idx_set(tmp_path / "env" / "mnist", n_train=40)
+    monkeypatch.setenv("PYROCOMPRESS_DATA", str(tmp_path / "env"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    a = load_dataset("mnist", download=False)
+    assert a.source == str((tmp_path / "env" / "mnist").resolve()) and len(a.checksum) == 64
+    _fake_idx_set(tmp_path / "env" / "mnist", n_train=41)
+    assert load_dataset("mnist", download=False).checksum != a.checksum
+    digits = load_dataset("digits")
+    assert digits.source.startswith("scikit-learn") and digits.checksum == load_dataset("digits", seed=4).checksum
+
+
+def test_a_gzip_bomb_is_refused_without_decompressing_it(tmp_path):
+    import resource
+
+    # a valid IDX header for 10 bytes, then 4 GiB of zeros compressed to about 4 MB
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    header = struct.pack(">BBBB", 0, 0, 0x08, 1) + struct.pack(">I", 10)
+    zeros = bytes(1 << 24)
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        fh.write(header)
+        for _ in range(256):
+            fh.write(zeros)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError, match="holds more than 10 data bytes"):
+        read_idx(path)
+    # a header announcing an absurd array
+    huge = tmp_path / "huge-idx3-ubyte.gz"
+    with gzip.open(huge, "wb") as fh:
+        fh.write(struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">III", 4_000_000_000, 4000, 4000))
+    with pytest.raises(DataError, match="claims .* bytes of data"):
+        read_idx(huge)
+    # the known data sets' files must have their known shape
+    small = tmp_path / "train-labels-idx1-ubyte.gz"
+    _write_idx(small, np.zeros(7))
+    with pytest.raises(DataError, match=r"shape \(7,\), expected \(60000,\)"):
+        read_idx(small, expected=(60000,))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KiB: far below 4 GiB

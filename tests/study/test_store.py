@@ -45,3 +45,22 @@ def test_dataset_has_the_dims_and_nan_where_no_trial_ran():
     assert ds["accuracy"].dims == DIMS
     assert np.isnan(ds["accuracy"].sel({"method": "rnd", "operating_point": "2x"}).values).all()
     assert float(ds["layer_sparsity"].sel({"method": "mag", "operating_point": "2x", "layer": "fc"}).squeeze()) == 0.75
+
+
+def test_an_error_never_replaces_a_finished_record(tmp_path):
+    store = ResultsStore(tmp_path / "s").open({"name": "x"}, "h")
+    store.record({"trial_id": "t1", "status": "ok", "accuracy": 0.9})
+    store.record({"trial_id": "t1", "status": "error", "error": "BrokenProcessPool"})
+    assert store.rows()[0]["status"] == "ok" and store.rows()[0]["accuracy"] == 0.9
+    store.record({"trial_id": "t2", "status": "error", "error": "first"})
+    store.record({"trial_id": "t2", "status": "ok", "accuracy": 0.5})  # a retry that worked replaces the error
+    assert store.finished() == {"t1": "ok", "t2": "ok"}
+
+
+def test_unreadable_records_are_named_not_skipped_silently(tmp_path):
+    store = ResultsStore(tmp_path / "s").open({"name": "x"}, "h")
+    store.record({"trial_id": "good", "status": "ok"})
+    (store.trials_dir / "cut.json").write_text('{"trial_id": "cut", "sta')
+    (store.trials_dir / "alien.json").write_text('{"trial_id": "someone-else"}')
+    assert [r["trial_id"] for r in store.rows()] == ["good"]
+    assert store.unreadable() == ["alien", "cut"] and "cut" not in store.finished()

@@ -192,3 +192,47 @@ def test_auto_eval_estimator_predicts_a_moment_propagation_run_with_its_own_mome
     assert result.ok
     assert set(used) == {"moment_propagation:relu=taylor"}  # never the local-reparameterization draws
     assert list((tmp_path / "mp").rglob("cache/dense_probs__moment_propagation_relu=taylor__s4__*.safetensors"))
+
+
+def test_a_truncated_record_is_counted_named_and_redone(tiny_study, tmp_path, capsys):
+    import shutil
+
+    from pyrocompress.cli import main
+
+    out = shutil.copytree(tiny_study[0], tmp_path / "copy")
+    victim = sorted((out / "trials").glob("*.json"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])  # damaged outside pyrocompress (its writes are atomic)
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert (f"{TINY_TRIALS - 1} finished trials, 0 failed, 1 with an unreadable record ({victim.stem}) of "
+            f"{TINY_TRIALS} planned") in printed.out
+    assert f"cannot be read ({victim.stem})" in printed.err
+    assert "1 with an unreadable record" in (out / "report" / "report.md").read_text()
+    again = run_study(parse_config(TINY), out, progress=False)
+    assert again.ran == 1 and again.ok
+    assert json.loads(victim.read_text())["status"] == "ok"
+
+
+def test_study_flags_and_config_path_are_checked_first(tiny_toml, tmp_path, capsys):
+    from pyrocompress.cli import main
+
+    for flag in ("--threads", "--max-trials", "--workers"):
+        for value in ("0", "-1"):
+            with pytest.raises(SystemExit) as exit_:
+                main(["study", str(tiny_toml), "--out", str(tmp_path / "s"), flag, value])
+            assert exit_.value.code == 2 and f"{flag}: must be a positive integer" in capsys.readouterr().err
+    assert main(["study", str(tmp_path), "--out", str(tmp_path / "s")]) == 2
+    assert "is a folder; give the TOML file in it" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match="max_trials must be a positive integer"):
+        run_study(parse_config(TINY), tmp_path / "s", max_trials=-1, progress=False)
+
+
+def test_model_options_of_a_study_are_checked_when_it_is_read():
+    from pyrocompress.study.config import StudyConfigError
+
+    for options, message in (("{ hiden = [24] }", "has no option 'hiden'"),
+                             ("{ hidden = [-5] }", "must be a positive integer"),
+                             ("{ hidden = [1000000000] }", "would need about")):
+        with pytest.raises(StudyConfigError, match=rf"models\[0\]\.options \(line 14\): .*{message}"):
+            parse_config(TINY.replace("{ hidden = [24, 24] }", options))

@@ -10,6 +10,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ...errors import UserError
 from .common import check_count
 
 __all__ = ["Budget", "allocate_budget", "BUDGET_METHODS"]
@@ -65,24 +66,24 @@ def allocate_budget(method: str, total_epochs: int, base_epochs: int = 0, rounds
     """
     key = str(method).lower().replace("-", "_")
     if key not in BUDGET_METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {list(BUDGET_METHODS)}")
+        raise UserError(f"unknown method {method!r}; valid methods: {list(BUDGET_METHODS)}")
     total_epochs = check_count(total_epochs, "total_epochs")
     base_epochs = check_count(base_epochs, "base_epochs")
     rounds = check_count(rounds, "rounds")
     rewind_epoch = check_count(rewind_epoch, "rewind_epoch")
     left = total_epochs - base_epochs
     if left < 0:
-        raise ValueError(f"the budget of {total_epochs} epochs is below the {base_epochs} epochs the dense network "
+        raise UserError(f"the budget of {total_epochs} epochs is below the {base_epochs} epochs the dense network "
                          "already used; give a budget of at least that")
     if key in ("magnitude", "random"):
         return {"finetune_epochs": left}
     if key == "gradual":
         if left < 1:
-            raise ValueError(f"gradual pruning needs at least 1 epoch beyond the dense {base_epochs}; give a budget "
+            raise UserError(f"gradual pruning needs at least 1 epoch beyond the dense {base_epochs}; give a budget "
                              f">= {base_epochs + 1}")
         return {"epochs": left}
     if rounds < 1:
-        raise ValueError(f"{key} needs rounds >= 1 to spend a budget")
+        raise UserError(f"{key} needs rounds >= 1 to spend a budget")
     if key == "imp":
         base, extra = divmod(left, rounds)
         return {"finetune_epochs": [base + (1 if r >= rounds - extra else 0) for r in range(rounds)]}
@@ -90,7 +91,7 @@ def allocate_budget(method: str, total_epochs: int, base_epochs: int = 0, rounds
         left -= rewind_epoch  # replaying the first epochs to reach the rewind point costs them once
     per_round, extra = divmod(left, rounds)
     if per_round < 1:
-        raise ValueError(f"lottery needs at least {rounds + rewind_epoch} epochs beyond the dense {base_epochs} "
+        raise UserError(f"lottery needs at least {rounds + rewind_epoch} epochs beyond the dense {base_epochs} "
                          f"({rounds} rounds); give a budget >= {base_epochs + rounds + rewind_epoch}")
     if extra:
         warnings.warn(f"lottery: {extra} of the {total_epochs} budget epochs cannot be spread evenly over {rounds} "

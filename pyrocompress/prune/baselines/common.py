@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ...errors import UserError
 from ...data import DataBundle
 from ...infer.fit import FitResult, fit_deterministic, resolve_device
 from ...infer.predictive import network_probs
@@ -29,7 +30,7 @@ FIT_OPTIONS = ("batch_size", "lr", "optimizer", "lr_schedule", "seed", "device",
 def check_count(value: Any, what: str, minimum: int = 0) -> int:
     """An integer >= ``minimum`` (booleans refused), or an error naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+        raise UserError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -54,7 +55,7 @@ def check_fit_options(options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     opts = dict(options or {})
     unknown = sorted(set(opts) - set(FIT_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown fit options {unknown}; valid options: {list(FIT_OPTIONS)}")
+        raise UserError(f"unknown fit options {unknown}; valid options: {list(FIT_OPTIONS)}")
     return opts
 
 
@@ -105,6 +106,6 @@ def finetune_list(finetune_epochs: Union[int, Sequence[int]], rounds: int) -> li
     """Fine-tuning epochs per round: one number for every round, or one per round."""
     if isinstance(finetune_epochs, (list, tuple)):
         if len(finetune_epochs) != rounds:
-            raise ValueError(f"finetune_epochs lists {len(finetune_epochs)} rounds, rounds is {rounds}")
+            raise UserError(f"finetune_epochs lists {len(finetune_epochs)} rounds, rounds is {rounds}")
         return [check_count(e, "finetune_epochs") for e in finetune_epochs]
     return [check_count(finetune_epochs, "finetune_epochs")] * rounds

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
+from ...errors import UserError
 from ...data import Batches, DataBundle
 from ...names import Scope, Structure
 from ..importance import check_score_fits
@@ -46,9 +47,9 @@ def gradual_magnitude(net: nn.Module, data: DataBundle, sparsity: Union[float, S
     epochs = check_count(epochs, "epochs", 1)
     pruning_steps = check_count(pruning_steps, "pruning_steps", 1)
     if budget_kind not in ("train", "finetune"):
-        raise ValueError(f"unknown budget_kind {budget_kind!r}; valid: ['train', 'finetune']")
+        raise UserError(f"unknown budget_kind {budget_kind!r}; valid: ['train', 'finetune']")
     if initial_sparsity > sparsity:
-        raise ValueError(f"initial_sparsity ({initial_sparsity}) exceeds the target sparsity ({sparsity})")
+        raise UserError(f"initial_sparsity ({initial_sparsity}) exceeds the target sparsity ({sparsity})")
     opts = check_fit_options(fit_options)
     opts.setdefault("seed", seed)
     net = prepare(net, inplace, opts.get("device"))
@@ -57,7 +58,7 @@ def gradual_magnitude(net: nn.Module, data: DataBundle, sparsity: Union[float, S
     total_steps = epochs * steps_per_epoch
     end_epoch = 0.75 * epochs if end_epoch is None else float(end_epoch)
     if not 0.0 <= float(begin_epoch) <= end_epoch:
-        raise ValueError(f"need 0 <= begin_epoch <= end_epoch, got begin {begin_epoch}, end {end_epoch}")
+        raise UserError(f"need 0 <= begin_epoch <= end_epoch, got begin {begin_epoch}, end {end_epoch}")
     t_begin, t_end = int(round(begin_epoch * steps_per_epoch)), int(round(end_epoch * steps_per_epoch))
     prune_at = sorted({t_begin + int(round(i * (t_end - t_begin) / pruning_steps)) for i in range(pruning_steps + 1)})
     history: list[dict] = []

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ...errors import UserError
 from ...data import Batches, DataBundle
 from ...names import Scope, Structure
 from ..importance import importances
@@ -64,19 +65,19 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[Union
     train_epochs = check_count(train_epochs, "train_epochs", 1)
     rewind_epoch = check_count(rewind_epoch, "rewind_epoch")
     if rewind_epoch >= train_epochs:
-        raise ValueError(f"rewind_epoch ({rewind_epoch}) must be smaller than train_epochs ({train_epochs})")
+        raise UserError(f"rewind_epoch ({rewind_epoch}) must be smaller than train_epochs ({train_epochs})")
     if schedule is not None:
         schedule = check_schedule(schedule)
         if sparsity is not None and abs(as_sparsity(sparsity).value - schedule[-1]) > 1e-9:
-            raise ValueError(f"sparsity={sparsity} disagrees with the schedule's last entry {schedule[-1]}; "
+            raise UserError(f"sparsity={sparsity} disagrees with the schedule's last entry {schedule[-1]}; "
                              "give one of them")
         sparsity, rounds = schedule[-1], len(schedule)
     if sparsity is not None:
         sparsity = as_sparsity(sparsity).value
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < float(rate) < 1.0:
-        raise ValueError(f"rate must lie in (0, 1), got {rate!r}")
+        raise UserError(f"rate must lie in (0, 1), got {rate!r}")
     if output_rate is not None and not 0.0 <= float(output_rate) < 1.0:
-        raise ValueError(f"output_rate must lie in [0, 1), got {output_rate!r}")
+        raise UserError(f"output_rate must lie in [0, 1), got {output_rate!r}")
     opts = check_fit_options(fit_options)
     opts.setdefault("seed", seed)
     net = prepare(net, inplace, opts.get("device"))

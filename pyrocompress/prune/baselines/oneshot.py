@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
+from ...errors import UserError
 from ...data import DataBundle
 from ...names import Scope, Structure
 from ..importance import check_score_fits
@@ -49,7 +50,7 @@ def one_shot(net: nn.Module, sparsity: Union[float, Sparsity], *, score: str = "
     opts = check_fit_options(fit_options)
     opts.setdefault("seed", seed)
     if finetune_epochs and data is None:
-        raise ValueError("fine-tuning needs the data: pass data=DataBundle")
+        raise UserError("fine-tuning needs the data: pass data=DataBundle")
     net = prepare(net, inplace, opts.get("device"))
     budget = copy.deepcopy(base_budget) if base_budget is not None else Budget()
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
+from ...errors import UserError
 from ..targets import Sparsity, as_sparsity, weight_sparsity_for
 from .common import check_count
 
@@ -32,7 +33,7 @@ def check_schedule(schedule: Sequence[float]) -> list[float]:
     """A lottery / IMP sparsity schedule: a non-empty, strictly increasing list of sparsities in [0, 1)."""
     values = [as_sparsity(s).value for s in schedule]
     if not values or any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"schedule must be a non-empty, strictly increasing list of sparsities in (0, 1), "
+        raise UserError(f"schedule must be a non-empty, strictly increasing list of sparsities in (0, 1), "
                          f"got {list(schedule)!r}")
     return values
 

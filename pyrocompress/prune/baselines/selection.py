@@ -13,6 +13,7 @@ from typing import Callable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ...errors import UserError
 from ...names import Scope, Structure
 from ..importance import importances
 from ..masks import Masks, layer_shapes
@@ -34,7 +35,7 @@ def _ranked_scores(scores: Mapping[str, torch.Tensor], previous: Optional[Masks]
         if previous is not None and name in previous.weight:
             keep = previous.unit_keep(name) if structured else previous.weight[name]
             if keep.shape != s.shape:
-                raise ValueError(f"previous mask of layer {name!r} has shape {tuple(keep.shape)}, scores "
+                raise UserError(f"previous mask of layer {name!r} has shape {tuple(keep.shape)}, scores "
                                  f"{tuple(s.shape)}")
             s[~keep] = -math.inf
         out[name] = s
@@ -59,7 +60,7 @@ def select_masks(net: nn.Module, scores: Mapping[str, torch.Tensor], sparsity: U
     layer_sparsity = {k: as_sparsity(v) for k, v in (layer_sparsity or {}).items()}
     unknown = sorted(set(layer_sparsity) - set(scores))
     if unknown:
-        raise ValueError(f"layer_sparsity names layers {unknown} that are not scored; scored layers: {list(scores)}")
+        raise UserError(f"layer_sparsity names layers {unknown} that are not scored; scored layers: {list(scores)}")
     ranked = _ranked_scores(scores, previous, structure.structured)
     shapes = layer_shapes(net)
     output = policy_output_layer(shapes)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Mapping, Optional
 
 from torch import nn
 
+from ...errors import UserError
 from ...infer.guides import posterior_mean_network
 from ...names import Kind
 from ...runs import Run
@@ -173,10 +174,10 @@ class Method(ABC):
             if None in self.targets:
                 return
             flags = " or ".join(f"--{t.flag.replace('_', '-')}" for t in kinds)
-            raise ValueError(f"--method {self.name} needs {flags} (Python: {', '.join(t.flag + '=' for t in kinds)})")
+            raise UserError(f"--method {self.name} needs {flags} (Python: {', '.join(t.flag + '=' for t in kinds)})")
         if not isinstance(target, kinds):
             flags = ", ".join(f"--{t.flag.replace('_', '-')}" for t in kinds) or "none"
-            raise ValueError(f"--method {self.name} cannot prune to a {target.describe()}: it takes {flags}")
+            raise UserError(f"--method {self.name} cannot prune to a {target.describe()}: it takes {flags}")
 
     # ------------------------------------------------------------ running
     @abstractmethod

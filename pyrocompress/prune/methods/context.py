@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from ...errors import UserError
 from ...data import DataBundle
 from ...nn.arch import describe
 from ...nn.zoo import build_model
@@ -49,7 +50,7 @@ class FitOptions:
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown fit options {unknown}; valid: {sorted(known)}")
+            raise UserError(f"unknown fit options {unknown}; valid: {sorted(known)}")
         return cls(**values)
 
     def plain(self, seed: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+from ...errors import UserError
 from ...names import Scope, Structure
 from ..baselines import iterative_magnitude
 from ..importance import check_score_fits
@@ -33,7 +34,7 @@ class IMPOptions:
     def __post_init__(self) -> None:
         check_score_fits(self.score, bayesian=False)
         if self.score == "random":
-            raise ValueError("method 'imp' is magnitude-based; valid scores: magnitude (alias l2, norm), l1")
+            raise UserError("method 'imp' is magnitude-based; valid scores: magnitude (alias l2, norm), l1")
 
 
 class IMP(Method):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from ...errors import UserError
 from ...names import Schedule, Scope, Structure
 from ..baselines import lottery_ticket, trajectory_schedule
 from ..targets import Compression, Sparsity, Target, weight_sparsity_for
@@ -44,7 +45,7 @@ class LotteryOptions:
 
     def __post_init__(self) -> None:
         if self.structure.structured:
-            raise ValueError("method 'lottery' prunes single weights; use --structure weight (or --method imp for "
+            raise UserError("method 'lottery' prunes single weights; use --structure weight (or --method imp for "
                              "structured iterative pruning)")
 
 
@@ -62,7 +63,7 @@ class Lottery(Method):
     def check_target(self, target: Optional[Target]) -> None:
         super().check_target(target)
         if self.options.schedule is Schedule.TRAJECTORY and not isinstance(target, Compression):
-            raise ValueError("schedule 'trajectory' walks a study's operating points: it needs compression targets "
+            raise UserError("schedule 'trajectory' walks a study's operating points: it needs compression targets "
                              "(a study's grid)")
 
     def run(self, ctx: Context, target: Optional[Target]) -> Pruned:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+from ...errors import UserError
 from ...names import Kind, Scope, Structure
 from ..baselines import one_shot
 from ..importance import check_score_fits
@@ -46,10 +47,10 @@ class MagnitudeOptions(RandomOptions):
     def __post_init__(self) -> None:
         if self.on is Kind.BAYESIAN:
             if self.score != "magnitude":
-                raise ValueError(f"method 'magnitude' ranks a Bayesian network by the posterior mean |mu|; for score "
+                raise UserError(f"method 'magnitude' ranks a Bayesian network by the posterior mean |mu|; for score "
                                  f"{self.score!r} use --method bayes")
             if self.budget_epochs is not None:
-                raise ValueError("budget_epochs spreads the epochs of a deterministic baseline; a Bayesian network "
+                raise UserError("budget_epochs spreads the epochs of a deterministic baseline; a Bayesian network "
                                  "is fine-tuned for finetune_epochs")
         else:
             check_score_fits(self.score, bayesian=False)

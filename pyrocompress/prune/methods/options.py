@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, Mapping, Optional, TypeVar
 
 from ...diagnostics.scores import get_score
+from ...errors import UserError
 from ...names import Choice, normalise
 
 __all__ = ["OptionError", "parse_options", "options_dict", "option_names", "count", "number", "score_field"]
@@ -24,7 +25,7 @@ __all__ = ["OptionError", "parse_options", "options_dict", "option_names", "coun
 T = TypeVar("T")
 
 
-class OptionError(ValueError):
+class OptionError(UserError):
     """An option has an unknown name or a bad value; ``key`` names it."""
 
     def __init__(self, message: str, key: Optional[str] = None) -> None:

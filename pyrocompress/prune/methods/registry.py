@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from ...errors import UserError
 from ...names import METHOD_ALIASES, Kind, resolve_alias
 from .base import Method
 from .bayes import Bayes
@@ -29,7 +30,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Dense, Bayes, Self
                                                                 Magnitude, Random, IMP, Lottery, Gradual)}
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(UserError):
     """No method family has this name; ``valid`` lists those that do."""
 
     def __init__(self, name: str, valid: list[str], what: str = "method") -> None:
@@ -68,7 +69,7 @@ def check_method_fits(name: str, bayesian: bool) -> str:
         hint = ("; on a Bayesian run use --method magnitude (the posterior mean |mu|) or --method bayes (a posterior "
                 "score), or train the deterministic twin with `pyrocompress train --deterministic`" if bayesian else
                 "; train a Bayesian run (pyrocompress train without --deterministic) for a posterior")
-        raise ValueError(f"method {cls.name!r} {what} and does not fit a {kind.title} run; methods that fit it: "
+        raise UserError(f"method {cls.name!r} {what} and does not fit a {kind.title} run; methods that fit it: "
                          f"{fitting}{hint}")
     return cls.name
 

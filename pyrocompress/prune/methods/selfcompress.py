@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
+from ...errors import UserError
 from ...infer.guides import posterior_mean_network
 from ...names import Kind, Mode, Scope, Structure
 from ..policy import PrunePolicy
@@ -67,7 +68,7 @@ class SelfCompress(Method):
     def check_target(self, target: Optional[Target]) -> None:
         super().check_target(target)
         if self.iterative and isinstance(target, (Sparsity, Compression)):
-            raise ValueError(f"--{target.flag} is a one-shot rule; drop --iterative (mode = \"oneshot\") or use "
+            raise UserError(f"--{target.flag} is a one-shot rule; drop --iterative (mode = \"oneshot\") or use "
                              "--threshold / --auto-threshold")
 
     def _unit_sparsity_for(self, ctx: Context, ratio: float) -> tuple[Sparsity, dict]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
+from ...errors import UserError
 from ...infer.fit import fit
 from ...names import Kind, Scope, Structure
 from ...nn.priors import GroupScalePrior, LogUniformPrior
@@ -88,7 +89,7 @@ class SparseVD(Method):
     def run(self, ctx: Context, target: Optional[Target]) -> Pruned:
         priors = _priors(ctx)
         if not any(isinstance(p, LogUniformPrior) for p in priors.values()):
-            raise ValueError(f"sparse_vd prunes a network trained with the log-uniform prior; {ctx.run.path} has "
+            raise UserError(f"sparse_vd prunes a network trained with the log-uniform prior; {ctx.run.path} has "
                              f"{ {n: p.name for n, p in priors.items()} }: train it with `pyrocompress train --prior "
                              "log_uniform` (or use --method bayes for other posteriors)")
         o = self.options
@@ -137,7 +138,7 @@ class BayesianCompression(Method):
     def run(self, ctx: Context, target: Optional[Target]) -> Pruned:
         priors = _priors(ctx)
         if not any(isinstance(p, GroupScalePrior) for p in priors.values()):
-            raise ValueError(f"bayesian_compression prunes a network trained with a group prior; {ctx.run.path} has "
+            raise UserError(f"bayesian_compression prunes a network trained with a group prior; {ctx.run.path} has "
                              f"{ {n: p.name for n, p in priors.items()} }: train it with e.g. `pyrocompress train "
                              "--prior '{\"default\": \"group_horseshoe\", \"output\": \"log_uniform\"}'`")
         o = self.options
