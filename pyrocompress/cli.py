@@ -22,7 +22,7 @@ from ._files import check_output_folder
 from .data import DATASETS
 from .errors import PyrocompressError, UserError
 from .infer.estimators import ESTIMATORS
-from .infer.fit import LR_SCHEDULES, OPTIMIZERS
+from .infer.fit import DEFAULT_SCALE_LR_FACTOR, LR_SCHEDULES, OPTIMIZERS
 from .infer.guides import GUIDES, posterior_mean_network
 from .infer.predictive import evaluate, predictive_estimator
 from .nn.priors import PRIORS
@@ -81,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       deterministic=args.deterministic, prior=prior, guide=args.guide, init_scale=args.init_scale,
                       estimator=args.estimator, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, lr_schedule=args.lr_schedule, kl_weight=args.kl_weight,
-                      kl_anneal_epochs=args.kl_anneal_epochs, scale_lr=args.scale_lr, init_from=args.init_from,
+                      kl_anneal_epochs=args.kl_anneal_epochs, scale_lr=args.scale_lr, scale_lr_factor=args.scale_lr_factor, init_from=args.init_from,
                       particles=args.particles, seed=args.seed,
                       device=args.device, patience=args.patience, eval_samples=args.eval_samples)
     cfg.validate()
@@ -156,6 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale-lr", type=float, default=None,
                    help="learning rate of the posterior scales (default: 10 x --lr; Adam moves a parameter by about "
                         "its learning rate per step, and log-scales must cross decades)")
+    p.add_argument("--scale-lr-factor", type=float, default=DEFAULT_SCALE_LR_FACTOR,
+                   help="without --scale-lr, the scales learn at this multiple of --lr (short runs faster: enough "
+                        "steps to cross the decades)")
     p.add_argument("--init-from", default=None, metavar="RUN",
                    help="start from a trained run's weights (a deterministic twin: the guide's means); its "
                         "epochs count as pre-training")

@@ -23,7 +23,7 @@ from ._memory import check_memory
 from .data import DATA_SHAPES, DataBundle, check_same_data, dataset_name, load_dataset
 from .errors import DivergenceError, RunError, UserError
 from .infer.estimators import ESTIMATORS, resolve_name
-from .infer.fit import LR_SCHEDULES, OPTIMIZERS, LoopState, fit, fit_deterministic, resolve_device
+from .infer.fit import DEFAULT_SCALE_LR_FACTOR, LR_SCHEDULES, OPTIMIZERS, LoopState, fit, fit_deterministic, resolve_device
 from .infer.guides import GUIDES, make_guide, posterior_mean_network
 from .infer.moments import is_moment_estimator, moment_options
 from .infer.predictive import evaluate, predictive_estimator
@@ -66,6 +66,8 @@ class TrainConfig:
     kl_anneal_epochs: int = 0
     #: learning rate of the posterior scales (None: fit's default, a multiple of lr)
     scale_lr: Optional[float] = None
+    #: without scale_lr: the scales learn at this multiple of lr (or faster on short runs: fit's travel rule)
+    scale_lr_factor: float = DEFAULT_SCALE_LR_FACTOR
     #: a trained run directory whose weights start the network (Bayesian: the guide's means);
     #: its epochs count as pre-training
     init_from: Optional[str] = None
@@ -84,6 +86,9 @@ class TrainConfig:
             raise UserError(f"lr must be positive, got {self.lr!r}")
         if self.scale_lr is not None and not (isinstance(self.scale_lr, (int, float)) and self.scale_lr > 0):
             raise UserError(f"scale_lr must be positive, got {self.scale_lr!r}")
+        if isinstance(self.scale_lr_factor, bool) or not (isinstance(self.scale_lr_factor, (int, float))
+                                                          and 0 < self.scale_lr_factor < math.inf):
+            raise UserError(f"scale_lr_factor must be a positive number, got {self.scale_lr_factor!r}")
         if not isinstance(self.kl_anneal_epochs, int) or self.kl_anneal_epochs < 0:
             raise UserError(f"kl_anneal_epochs must be a non-negative integer, got {self.kl_anneal_epochs!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or isinstance(self.patience, bool)
@@ -350,7 +355,7 @@ def _train(cfg: TrainConfig, data: Optional[DataBundle], out: Optional[Path], pr
                      optimizer=cfg.optimizer, estimator=cfg.estimator, num_particles=cfg.particles,
                      kl_weight=cfg.kl_weight, kl_anneal_epochs=cfg.kl_anneal_epochs, lr_schedule=cfg.lr_schedule,
                      seed=cfg.seed, device=device, patience=cfg.patience, checkpoint=save, progress=progress,
-                     scale_lr=cfg.scale_lr, resume=state, on_epoch_end=save_state)
+                     scale_lr=cfg.scale_lr, scale_lr_factor=cfg.scale_lr_factor, resume=state, on_epoch_end=save_state)
         _check_trained(bayesian_state(model, guide), cfg)
         metrics = evaluate(model, data.test, guide, num_samples=cfg.eval_samples,
                            estimator=predictive_estimator(cfg.estimator))

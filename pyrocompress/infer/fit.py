@@ -57,10 +57,11 @@ DEFAULT_SCALE_TRAVEL = 15.0
 MAX_DEFAULT_SCALE_LR = 0.05
 
 
-def default_scale_lr(lr: float, steps: int) -> float:
-    """The default learning rate of the posterior scales for a run of ``steps`` optimiser steps."""
+def default_scale_lr(lr: float, steps: int, factor: float = DEFAULT_SCALE_LR_FACTOR) -> float:
+    """The default learning rate of the posterior scales for a run of ``steps`` optimiser steps:
+    the larger of ``factor * lr`` and the travel rule (short runs still cross the decades)."""
     travel = min(DEFAULT_SCALE_TRAVEL / max(int(steps), 1), MAX_DEFAULT_SCALE_LR)
-    return max(DEFAULT_SCALE_LR_FACTOR * float(lr), travel)
+    return max(float(factor) * float(lr), travel)
 
 
 _VAL_SEED_OFFSET = 7919  # validation's random stream: seed + this, in every epoch
@@ -370,12 +371,13 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         patience: Optional[int] = None, clip_norm: Optional[float] = None, val_samples: int = 4,
         checkpoint: Optional[Callable[[int], None]] = None, progress: bool = False,
         validate_args: bool = False, step_hook: Optional[Callable] = None,
-        scale_lr: Optional[float] = None, resume: Optional[LoopState] = None,
+        scale_lr: Optional[float] = None, scale_lr_factor: float = DEFAULT_SCALE_LR_FACTOR,
+        resume: Optional[LoopState] = None,
         on_epoch_end: Optional[Callable[[LoopState], None]] = None) -> FitResult:
     """Train a Bayesian model with SVI and return what happened.
 
     ``scale_lr`` is the learning rate of the posterior scales of a pyrocompress guide
-    (default :func:`default_scale_lr`): Adam moves a parameter by about its learning
+    (default :func:`default_scale_lr` with ``scale_lr_factor``): Adam moves a parameter by about its learning
     rate per step, and the scales (log-parametrised) must cross decades, the locations only
     move by about the weights' size. Every epoch's history row records the NLL and KL parts,
     their ratio, and how far the scales moved from their start (``scale_move_median``,
@@ -412,7 +414,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
         raise UserError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_positive(lr=lr, clip_norm=clip_norm, scale_lr=scale_lr)
+    _check_positive(lr=lr, clip_norm=clip_norm, scale_lr=scale_lr, scale_lr_factor=scale_lr_factor)
     if isinstance(val_samples, bool) or not isinstance(val_samples, int) or val_samples <= 0:
         raise UserError(f"val_samples must be a positive integer, got {val_samples!r}")
     if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0 and math.isfinite(kl_weight)):
@@ -461,7 +463,7 @@ def fit(model: BayesianModel, guide, data: DataBundle, *, epochs: int = 10, batc
             rest = [p for p in params if id(p) not in scale_ids]
             scale_params = [p for p in params if id(p) in scale_ids]
             steps = epochs * math.ceil(len(data.train) / batch_size)
-            slr = float(scale_lr) if scale_lr is not None else default_scale_lr(lr, steps)
+            slr = float(scale_lr) if scale_lr is not None else default_scale_lr(lr, steps, scale_lr_factor)
             groups = [g for g in ({"params": rest, "lr": lr}, {"params": scale_params, "lr": slr}) if g["params"]]
 
             previous = {k: v.clone() for k, v in guide.scale_movement().items()}

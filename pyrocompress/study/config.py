@@ -400,7 +400,7 @@ def _check_train_values(values: dict, path: tuple, c: _Checker, bayesian: bool =
     for key in ("kl_anneal_epochs",):
         if key in values:
             c.int_(values[key], path + (key,), 0)
-    for key in ("lr", "init_scale", "kl_weight", "scale_lr"):
+    for key in ("lr", "init_scale", "kl_weight", "scale_lr", "scale_lr_factor"):
         if key in values:
             c.number(values[key], path + (key,))
     if not bayesian:

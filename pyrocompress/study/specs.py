@@ -23,7 +23,7 @@ __all__ = ["DatasetSpec", "ModelSpec", "MethodSpec", "OperatingPoint", "StudyCon
 #: training options of both networks ([train], [deterministic], per-model ``train``)
 TRAIN_SHARED = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "patience", "val_fraction", "limit")
 #: training options of the Bayesian network only ([bayesian])
-TRAIN_BAYESIAN = ("prior", "guide", "init_scale", "scale_lr", "estimator", "kl_weight", "kl_anneal_epochs",
+TRAIN_BAYESIAN = ("prior", "guide", "init_scale", "scale_lr", "scale_lr_factor", "estimator", "kl_weight", "kl_anneal_epochs",
                   "particles", "eval_samples")
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pyrocompress.cli import main
+from pyrocompress.infer.predictive import resolve_eval_estimator
 from pyrocompress.metrics import classification_metrics
 from pyrocompress.prune.methods import Pruned
 from pyrocompress.runs import load_run
@@ -84,7 +85,9 @@ def test_prune_cli_and_study_give_the_same_numbers(tmp_path):
     assert cli["params"] == bnn["params"] and cli["nonzero_params"] == bnn["nonzero_params"]
     small = load_run(out / "bayesian")
     data = small.load_data()
-    probs = probs_of(Pruned(model=small.model, guide=small.guide), data.test.x, 4, seed_of("eval", "digits", "mlp", 0))
+    estimator = resolve_eval_estimator("auto", small.config["train"]["estimator"])  # as the study drew it
+    probs = probs_of(Pruned(model=small.model, guide=small.guide), data.test.x, 4, seed_of("eval", "digits", "mlp", 0),
+                     estimator)
     again = classification_metrics(probs, data.test.y)
     assert again["accuracy"] == bnn["accuracy"]
     # float32 draws, the loaded tensors laid out anew: equal to float precision

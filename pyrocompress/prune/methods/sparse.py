@@ -42,9 +42,10 @@ __all__ = ["SparseVD", "SparseVDOptions", "BayesianCompression", "BayesianCompre
 
 #: the training recipe of ``sparse_vd`` (a study trains its network with these, over the study's own
 #: training options; ``[methods.train]`` overrides them): the log-uniform prior, the paper's start
-#: (sigma^2 = e^-10), a linear KL warm-up and a learning rate decayed linearly to zero
+#: (sigma^2 = e^-10), a linear KL warm-up, a learning rate decayed linearly to zero, and the scales at the
+#: weights' learning rate (Molchanov's code; faster scales keep more weights: docs/results.md)
 SPARSE_VD_RECIPE: dict[str, Any] = {"prior": "log_uniform", "init_scale": 0.0067, "kl_anneal_epochs": 5,
-                                    "lr_schedule": "linear"}
+                                    "lr_schedule": "linear", "scale_lr_factor": 1.0}
 #: the training recipe of ``bayesian_compression``: group horseshoe units, a log-uniform output layer
 BAYESIAN_COMPRESSION_RECIPE: dict[str, Any] = {"prior": {"default": "group_horseshoe", "output": "log_uniform"},
                                                "kl_anneal_epochs": 5, "lr_schedule": "linear"}
