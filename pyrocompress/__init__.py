@@ -19,6 +19,7 @@ compressed network::
 The packages below are layered (data -> nn -> infer -> diagnostics -> prune -> study -> cli;
 see docs/architecture.md).
 """
+from ._version import __version__
 from .api import prune, score
 from .data import DataBundle, from_arrays, load_dataset
 from .diagnostics import diagnose
@@ -27,8 +28,6 @@ from .metrics import evaluate, parameter_counts
 from .nn import BayesianModel, bayesianize, build_model
 from .prune import Pruned, load_compressed, self_compress
 from .study import load_config, run_study
-
-__version__ = "0.1.0"
 
 __all__ = [
     "load_dataset", "build_model", "bayesianize", "make_guide", "fit", "evaluate", "diagnose", "score", "prune",

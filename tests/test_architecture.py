@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "pyrocompress"
 
 #: layers, lowest first: (name, module prefixes)
 LAYERS = [
-    ("base", ("pyrocompress._files", "pyrocompress._scope", "pyrocompress.names")),
+    ("base", ("pyrocompress._files", "pyrocompress._scope", "pyrocompress._version", "pyrocompress.names")),
     ("data", ("pyrocompress.data",)),
     ("nn", ("pyrocompress.nn",)),
     ("metrics", ("pyrocompress.metrics",)),

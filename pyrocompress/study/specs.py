@@ -125,7 +125,8 @@ class StudyConfig:
 
     # -- identity
     def to_dict(self) -> dict:
-        """Everything that determines the results (not where or how fast they are computed)."""
+        """Everything that determines the results (not where or how fast they are computed: the device is
+        recorded per trial, so a study started on the CPU resumes on a GPU and the other way round)."""
         return {
             "name": self.name,
             "datasets": [d.to_dict() for d in self.datasets],
@@ -136,16 +137,18 @@ class StudyConfig:
             "train": self.train,
             "bayesian": self.bayesian,
             "deterministic": self.deterministic,
-            "device": self.device,
             "eval_samples": self.eval_samples,
             "eval_estimator": self.eval_estimator,
             "latency_repeats": self.latency_repeats,
             "report_point": self.report_point,
         }
 
-    def config_hash(self) -> str:
-        """SHA-256 (first 16 hex digits) of :meth:`to_dict` as canonical JSON (report settings excluded)."""
+    def config_hash(self, legacy: bool = False) -> str:
+        """SHA-256 (first 16 hex digits) of :meth:`to_dict` as canonical JSON (report settings excluded);
+        ``legacy``: the hash of earlier versions, which counted the device in."""
         values = {k: v for k, v in self.to_dict().items() if k != "report_point"}
+        if legacy:
+            values["device"] = self.device
         blob = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

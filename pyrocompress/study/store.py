@@ -29,7 +29,8 @@ import xarray as xr
 from .._files import atomic_write
 from ..runs import atomic_write_bytes, write_json
 
-__all__ = ["StoreError", "ResultsStore", "METRICS", "DIMS", "STORE_FORMAT", "trial_dataset", "read_results"]
+__all__ = ["StoreError", "ResultsStore", "METRICS", "DIMS", "STORE_FORMAT", "trial_dataset", "read_results",
+           "adopt_hash", "upgrade_row"]
 
 STORE_FORMAT = "pyrocompress-study/1"
 #: dims of every metric variable of the results Dataset
@@ -39,15 +40,25 @@ METRICS = (
     "accuracy", "nll", "ece", "brier", "entropy",
     "agreement", "tv_distance", "kl_to_dense",
     "ood_auroc",
-    "params", "nonzero_params", "compression", "flops", "flops_nonzero", "speedup",
-    "bytes_dense", "bytes_sparse", "latency_ms", "dense_latency_ms", "latency_speedup",
+    "params", "nonzero_params", "compression", "macs", "macs_nonzero", "speedup",
+    "bytes_dense", "bytes_sparse", "latency_ms", "dense_latency_ms", "latency_speedup", "latency_threads",
     "dense_accuracy", "accuracy_drop",
     "epochs", "pretrain_epochs", "train_epochs", "finetune_epochs", "seconds", "train_seconds", "trial_seconds",
     "target_compression",
 )
 #: text columns
 TEXT = ("trial_id", "dataset", "model", "method", "family", "kind", "operating_point", "recipe", "status", "error",
-        "ood_set", "finished_at")
+        "ood_set", "finished_at", "device", "latency_device")
+#: columns of earlier versions under their names now ("flops" always held multiply-adds)
+RENAMED = {"flops": "macs", "flops_nonzero": "macs_nonzero"}
+
+
+def upgrade_row(row: dict) -> dict:
+    """A trial record of any version with today's column names."""
+    for old, new in RENAMED.items():
+        if old in row and new not in row:
+            row[new] = row.pop(old)
+    return row
 
 
 class StoreError(ValueError):
@@ -115,7 +126,7 @@ class ResultsStore:
         out = []
         for path in sorted(self.trials_dir.glob("*.json")):
             try:
-                out.append(json.loads(path.read_text()))
+                out.append(upgrade_row(json.loads(path.read_text())))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue  # an interrupted write never leaves a partial file; skip foreign junk
         return out
@@ -128,8 +139,8 @@ class ResultsStore:
     def table(self):
         """The tidy table (pandas DataFrame), one row per trial."""
         rows = self.rows()
-        cols = list(TEXT[:8]) + ["seed"] + [m for m in METRICS] + ["status", "error", "ood_set", "layers", "info",
-                                                                     "finished_at"]
+        cols = list(TEXT[:8]) + ["seed"] + [m for m in METRICS] + ["status", "error", "ood_set", "device",
+                                                                     "latency_device", "layers", "info", "finished_at"]
         cols = list(dict.fromkeys(cols))
         frame = pd.DataFrame([{k: (json.dumps(r.get(k)) if k in ("layers", "info") else r.get(k)) for k in cols}
                               for r in rows], columns=cols)
@@ -223,7 +234,24 @@ def read_results(study_dir: str | os.PathLike):
     if not path.is_file():
         raise StoreError(f"{path} does not exist; run the study first")
     with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
+        ds = ds.load()
+    return ds.rename({old: new for old, new in RENAMED.items() if old in ds and new not in ds})
+
+
+def adopt_hash(study_dir: str | os.PathLike, old: str, new: str, config: dict) -> bool:
+    """Re-key a study directory written under the configuration hash ``old`` to ``new`` (the same study
+    under a changed identity rule); returns whether it did. Its trial records are kept as they are."""
+    meta_path = Path(study_dir) / "study.json"
+    if old == new or not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # ResultsStore.open says what is wrong with it
+    if meta.get("format") != STORE_FORMAT or meta.get("config_hash") != old:
+        return False
+    write_json(meta_path, dict(meta, config_hash=new, config=config, previous_config_hash=old))
+    return True
 
 
 def _jsonable(value: Any) -> Any:

@@ -58,7 +58,7 @@ def test_magnitude_global_writes_the_same_files_as_the_bayesian_prune(det_run, t
     # nonzero = kept weights + biases (of the units that survive the shrink)
     assert m["nonzero_params"] <= round(0.1 * weights) + 58
     assert m["compression_ratio"] > 5 and m["speedup"] > 5
-    for key in ("accuracy", "nll", "ece", "flops", "flops_nonzero", "bytes", "dense"):
+    for key in ("accuracy", "nll", "ece", "macs", "macs_nonzero", "bytes", "dense"):
         assert key in m
     assert m["budget"]["train_epochs"] == EPOCHS and m["budget"]["total_epochs"] == EPOCHS
     run = load_run(det_run)
