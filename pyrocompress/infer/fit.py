@@ -222,7 +222,7 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
             sums = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
             # the epoch's NLL sum and last KL stay on the device (float64: the same sums a per-step read gave);
             # they are read once per epoch, so a GPU never waits for them
-            nll_sum = torch.zeros((), dtype=torch.float64, device=device)
+            nll_sum: Optional[torch.Tensor] = None
             kl_last: Optional[torch.Tensor] = None
             correct = seen = 0
             pending: list[torch.Tensor] = []
@@ -254,7 +254,8 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                 if after_step is not None:
                     after_step()
                 if terms.get("nll") is not None:
-                    nll_sum += terms["nll"].detach().to(torch.float64)
+                    nll = terms["nll"].detach().to(torch.float64)
+                    nll_sum = nll if nll_sum is None else nll_sum + nll
                 if terms.get("kl") is not None:
                     kl_last = terms["kl"].detach()
                 if progress and logits is not None and step % 20 == 0:
@@ -266,7 +267,7 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                 bar.update(1)
             if pending:
                 sums["loss"] += float(torch.stack(pending).sum())
-            sums["nll"] = float(nll_sum)
+            sums["nll"] = float(nll_sum) if nll_sum is not None else 0.0
             sums["kl"] = float(kl_last) if kl_last is not None else 0.0
             n_steps = len(batches)
             lrs = [float(group["lr"]) for group in opt.param_groups]  # the rates this epoch ran with

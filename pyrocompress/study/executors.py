@@ -206,7 +206,7 @@ class LocalRay:
     """
 
     def __init__(self, cpus: Optional[int], gpus: Optional[float], timeout: float = 120.0) -> None:
-        self.temp_dir = tempfile.mkdtemp(prefix="pyrocompress-ray-")
+        self.temp_dir = tempfile.mkdtemp(prefix="pcray-")  # short: Ray's socket paths must fit 107 characters
         self.port = _free_port()
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--port", str(self.port),
                "--ray-client-server-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),

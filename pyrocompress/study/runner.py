@@ -137,7 +137,7 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, workers: int = 1, exe
     ood = check_data(cfg)
     config_hash = cfg.config_hash()
     # a study started before the device left the configuration's identity resumes under the new hash
-    adopt_hash(study_dir, cfg.config_hash(legacy=True), config_hash, cfg.to_dict())
+    adopt_hash(study_dir, config_hash, cfg.to_dict())
     store = ResultsStore(study_dir).open(cfg.to_dict(), config_hash)
     trials = plan_trials(cfg)
     done = store.finished()

@@ -143,12 +143,9 @@ class StudyConfig:
             "report_point": self.report_point,
         }
 
-    def config_hash(self, legacy: bool = False) -> str:
-        """SHA-256 (first 16 hex digits) of :meth:`to_dict` as canonical JSON (report settings excluded);
-        ``legacy``: the hash of earlier versions, which counted the device in."""
+    def config_hash(self) -> str:
+        """SHA-256 (first 16 hex digits) of :meth:`to_dict` as canonical JSON (report settings excluded)."""
         values = {k: v for k, v in self.to_dict().items() if k != "report_point"}
-        if legacy:
-            values["device"] = self.device
         blob = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

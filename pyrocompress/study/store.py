@@ -238,19 +238,23 @@ def read_results(study_dir: str | os.PathLike):
     return ds.rename({old: new for old, new in RENAMED.items() if old in ds and new not in ds})
 
 
-def adopt_hash(study_dir: str | os.PathLike, old: str, new: str, config: dict) -> bool:
-    """Re-key a study directory written under the configuration hash ``old`` to ``new`` (the same study
-    under a changed identity rule); returns whether it did. Its trial records are kept as they are."""
+def adopt_hash(study_dir: str | os.PathLike, config_hash: str, config: dict,
+               dropped: tuple[str, ...] = ("device",)) -> bool:
+    """Re-key a study directory whose configuration is ``config`` once the keys ``dropped`` (no longer part
+    of a study's identity) are left out, to ``config_hash``; returns whether it did. Trial records stay."""
     meta_path = Path(study_dir) / "study.json"
-    if old == new or not meta_path.is_file():
+    if not meta_path.is_file():
         return False
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False  # ResultsStore.open says what is wrong with it
-    if meta.get("format") != STORE_FORMAT or meta.get("config_hash") != old:
+    old = {k: v for k, v in (meta.get("config") or {}).items() if k not in dropped}
+    same = json.dumps(old, sort_keys=True, default=str) == json.dumps(config, sort_keys=True, default=str)
+    if meta.get("format") != STORE_FORMAT or meta.get("config_hash") == config_hash or not same:
         return False
-    write_json(meta_path, dict(meta, config_hash=new, config=config, previous_config_hash=old))
+    write_json(meta_path, dict(meta, config_hash=config_hash, config=config,
+                               previous_config_hash=meta.get("config_hash")))
     return True
 
 
