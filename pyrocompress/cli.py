@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -44,9 +45,21 @@ a workflow:
 'pyrocompress COMMAND --help' lists a command's options with their defaults."""
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Every command's help: descriptions as written, and each option's default appended to its text
-    (unless the text already says what the default is, or the option is a switch)."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Every command's help: each option's default appended to its text (unless the text already says what
+    the default is, or the option is a switch); descriptions wrapped to the terminal by paragraph, except
+    paragraphs with indented lines (examples), which keep their lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for para in text.split("\n\n"):
+            lines = para.splitlines()
+            if any(line[:1].isspace() for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(lines), width, initial_indent=indent,
+                                                subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""

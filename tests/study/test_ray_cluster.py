@@ -69,7 +69,8 @@ def _gone(marker: str, within: float = 60.0) -> list[int]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A one-node cluster with token authentication, as `ray start --head` makes one (2 CPUs)."""
+    """A one-node cluster with token authentication, as `ray start --head` makes one (2 CPUs, and 1 GPU as a
+    logical resource: Ray places tasks by it without a physical GPU)."""
     if sys.platform != "linux":
         pytest.skip("the cluster test reads /proc")
     home = Path("/tmp") / f"pcrt-{uuid.uuid4().hex[:6]}"  # short: Ray's socket paths must fit 107 characters
@@ -81,7 +82,8 @@ def cluster(tmp_path_factory):
     gcs, client = _free_port(), _free_port()
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--port", str(gcs),
            "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(_free_port()),
-           "--runtime-env-agent-port", str(_free_port()), "--num-cpus", "2", "--include-dashboard=false",
+           "--runtime-env-agent-port", str(_free_port()), "--num-cpus", "2", "--num-gpus", "1",
+           "--include-dashboard=false",
            "--disable-usage-stats", "--temp-dir", str(home / "ray")]
     log = home / "ray.log"
     with open(log, "wb") as fh:
@@ -143,9 +145,17 @@ def test_every_node_must_see_the_study_folder(cluster, token_env, tmp_path):
     assert host and "is not there" in problem
 
 
-def test_gpus_are_asked_for_only_where_the_cluster_has_them(cluster, token_env):
-    with pytest.raises(ClusterError, match="asks for 0.5 GPU but the Ray cluster at .* has 0"):
-        RayExecutor(cluster["gcs"], gpus=0.5)
+def test_jobs_ask_for_their_gpus_and_fractions_share_one(cluster, token_env):
+    import ray
+
+    gpu_ids = lambda payload: (payload, list(ray.get_gpu_ids()))  # noqa: E731 - pickled by value for the workers
+    with RayExecutor(cluster["gcs"], gpus=0.5) as ex:
+        got = {p: r for p, r, e in ex.map_unordered(gpu_ids, [1, 2])}
+    assert {p: ids for p, (_, ids) in got.items()} == {1: [0], 2: [0]}  # half a GPU each: both on GPU 0
+    with RayExecutor(cluster["gcs"]) as ex:  # a CPU study asks for none
+        assert [r[1] for _, r, _ in ex.map_unordered(gpu_ids, [3])] == [[]]
+    with pytest.raises(ClusterError, match="asks for 2 GPU but the Ray cluster at .* has 1"):
+        RayExecutor(cluster["gcs"], gpus=2)
 
 
 def test_a_wrong_address_fails_at_once_in_one_line(capsys, tmp_path, tiny_toml):
