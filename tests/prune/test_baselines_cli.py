@@ -167,3 +167,19 @@ def test_bayesian_run_takes_magnitude_of_the_posterior_mean_but_not_retraining_m
     assert m["method"] == "magnitude" and m["score"] == "magnitude"
     assert m["mask_sparsity"] == pytest.approx(0.5, abs=1e-2)
     assert (out / "bayesian").is_dir()
+
+
+def test_prune_shows_progress_bars_over_rounds_and_retraining_unless_quiet(det_run, tmp_path, capsys):
+    assert prune(det_run, tmp_path / "imp", "--method", "imp", "--rounds", "2", "--finetune-epochs", "1",
+                 "--sparsity", "0.5") == 0
+    err = capsys.readouterr().err
+    assert "IMP rounds" in err and "2/2" in err and "train" in err  # the rounds bar and each retraining's bar
+    assert prune(det_run, tmp_path / "quiet", "--method", "imp", "--rounds", "2", "--finetune-epochs", "1",
+                 "--sparsity", "0.5", "--quiet") == 0
+    assert "IMP rounds" not in capsys.readouterr().err
+    # the sparse exports load back exactly, and metrics.json gives every file's size
+    m = metrics_of(tmp_path / "quiet")
+    assert set(m["export_bytes"]) >= {"safetensors", "csr", "pt2"} and m["export"]["onnx"] is None
+    dense, sparse = load_compressed(tmp_path / "quiet"), load_compressed(tmp_path / "quiet", kind="csr")
+    for key, value in dense.state_dict().items():
+        assert torch.equal(sparse.state_dict()[key], value)
