@@ -21,13 +21,12 @@ see docs/architecture.md).
 """
 import importlib
 
+from ._version import __version__
 from .data import DataBundle, from_arrays, load_dataset
 from .infer import MeanFieldGuide, fit, fit_deterministic, make_guide
 from .infer.predictive import evaluate
 from .metrics import parameter_counts
 from .nn import BayesianModel, bayesianize, build_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "load_dataset", "build_model", "bayesianize", "make_guide", "fit", "evaluate", "diagnose", "score", "prune",

@@ -15,10 +15,12 @@ import importlib
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ._files import check_output_folder
+from ._version import __version__
 from .data import DATASETS
 from .errors import PyrocompressError, UserError
 from .infer.estimators import ESTIMATORS
@@ -30,7 +32,44 @@ from .nn.zoo import MODELS
 from .runs import load_run, write_json
 from .training import TrainConfig, train
 
-__all__ = ["main", "build_parser", "COMMAND_MODULES", "COMMAND_OWNERS", "parse_options", "UserError"]
+__all__ = ["main", "build_parser", "COMMAND_MODULES", "COMMAND_OWNERS", "parse_options", "UserError", "HelpFormatter", "DESCRIPTION"]
+
+#: what ``pyrocompress --help`` says first (plain text: a terminal shows it as written)
+DESCRIPTION = ("pyrocompress: Bayesian neural networks as Pyro models, trained with SVI, pruned by their "
+               "posteriors, compared against magnitude pruning in studies, and exported for deployment.")
+EPILOG = """\
+a workflow:
+  pyrocompress train --dataset digits --out runs/mlp         train a Bayesian network
+  pyrocompress diagnose runs/mlp                             read its posterior
+  pyrocompress prune runs/mlp --sparsity 0.9 --out pruned    prune it, shrink it, export it
+  pyrocompress study --out studies/default                   compare methods over seeds and ratios
+
+'pyrocompress COMMAND --help' lists a command's options with their defaults."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every command's help: each option's default appended to its text (unless the text already says what
+    the default is, or the option is a switch); descriptions wrapped to the terminal by paragraph, except
+    paragraphs with indented lines (examples), which keep their lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for para in text.split("\n\n"):
+            lines = para.splitlines()
+            if any(line[:1].isspace() for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(lines), width, initial_indent=indent,
+                                                subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        switch = action.nargs == 0  # store_true / store_false / count / help / version
+        if action.option_strings and not switch and not action.required and \
+                action.default not in (None, argparse.SUPPRESS) and "default" not in text.lower():
+            text += " (default: %(default)s)"
+        return text
 
 #: the modules whose ``register(subparsers)`` add the sub-commands, in the order of ``pyrocompress --help``
 COMMAND_MODULES: list[str] = [
@@ -133,12 +172,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``evaluate`` sub-commands."""
     p = sub.add_parser("train", help="train a Bayesian network with SVI (or its deterministic twin)")
     p.add_argument("--dataset", default="digits", help=f"one of {list(DATASETS)}")
-    p.add_argument("--data-dir", default=None, help="folder with the IDX files (else the standard places)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N train/test examples")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the IDX files (default: the standard places, see docs/user_guide.md)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N train/test examples (default: all)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of the training set held out for validation")
     p.add_argument("--model", default="mlp", help=f"one of {sorted(MODELS)}")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
-                   help="model option, e.g. kernels=64 or hidden=[300,100]")
+                   help="model option, e.g. kernels=64 or hidden=[300,100]; repeatable (default: the model's own)")
     p.add_argument("--deterministic", action="store_true", help="train the plain deterministic twin")
     p.add_argument("--prior", default="normal",
                    help=f"one of {sorted(PRIORS)} (e.g. normal:0.1) or a JSON per-layer mapping")
@@ -146,12 +186,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-scale", type=float, default=1e-3, help="initial guide standard deviation")
     p.add_argument("--estimator", default="local_reparam",
                    help=f"one of {sorted(ESTIMATORS)} or moment_propagation[:relu=taylor,pool=argmax,...]")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=10, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (of the means, for a Bayesian run)")
     p.add_argument("--optimizer", default="adam", help=f"one of {list(OPTIMIZERS)}")
-    p.add_argument("--lr-schedule", default=None, help=f"one of {[s for s in LR_SCHEDULES if s]}")
-    p.add_argument("--kl-weight", type=float, default=1.0)
+    p.add_argument("--lr-schedule", default=None, help=f"one of {[s for s in LR_SCHEDULES if s]} (default: constant)")
+    p.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term of the ELBO")
     p.add_argument("--kl-anneal-epochs", type=int, default=0, help="linear KL warm-up over this many epochs")
     p.add_argument("--scale-lr", type=float, default=None,
                    help="learning rate of the posterior scales (default: 10 x --lr; Adam moves a parameter by about "
@@ -161,11 +201,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "steps to cross the decades)")
     p.add_argument("--init-from", default=None, metavar="RUN",
                    help="start from a trained run's weights (a deterministic twin: the guide's means); its "
-                        "epochs count as pre-training")
-    p.add_argument("--particles", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+                        "epochs count as pre-training (default: a fresh initialisation)")
+    p.add_argument("--particles", type=int, default=1, help="ELBO particles per step")
+    p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, data order, draws)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--patience", type=int, default=None, help="early stopping on validation NLL")
+    p.add_argument("--patience", type=int, default=None, help="stop after N epochs without a better validation NLL (default: no early stopping)")
     p.add_argument("--eval-samples", type=int, default=32, help="posterior samples for test metrics")
     p.add_argument("--out", required=True, help="run directory to write (new or empty, unless --overwrite or --resume)")
     p.add_argument("--overwrite", action="store_true", help="replace the result --out holds (it is deleted first)")
@@ -176,8 +216,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="re-evaluate a saved run on its test split")
-    e.add_argument("run_dir")
-    e.add_argument("--samples", type=int, default=32, help="posterior samples")
+    e.add_argument("run_dir", help="run directory written by `pyrocompress train --out`")
+    e.add_argument("--samples", type=int, default=32, help="posterior samples of the predictive")
     e.add_argument("--out", default=None, metavar="FILE",
                    help="where to write the metrics (default RUN_DIR/evaluation.json)")
     e.set_defaults(func=_cmd_evaluate)
@@ -194,12 +234,18 @@ COMMAND_OWNERS: dict[str, str] = {
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
-    """The parser of every sub-command, or with ``command`` only of the module that registers it."""
-    parser = argparse.ArgumentParser(prog="pyrocompress", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The ``pyrocompress`` parser, all with :class:`HelpFormatter`: every sub-command, or with
+    ``command`` only those of the module that registers it (start-up time)."""
+    parser = argparse.ArgumentParser(prog="pyrocompress", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     modules = [COMMAND_OWNERS[command]] if command in COMMAND_OWNERS else COMMAND_MODULES
     for name in modules:
         importlib.import_module(name).register(sub)
+    for parser_of_command in sub.choices.values():  # one formatter for all: defaults shown, descriptions as written
+        parser_of_command.formatter_class = HelpFormatter
     return parser
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "pyrocompress"
 #: layers, lowest first: (name, module prefixes)
 LAYERS = [
     ("base", ("pyrocompress.errors", "pyrocompress._files", "pyrocompress._memory", "pyrocompress._scope",
-              "pyrocompress.names")),
+              "pyrocompress._version", "pyrocompress.names")),
     ("data", ("pyrocompress.data",)),
     ("nn", ("pyrocompress.nn",)),
     ("metrics", ("pyrocompress.metrics",)),

@@ -199,3 +199,54 @@ def test_only_the_packages_errors_are_one_line_a_bug_shows_its_traceback(monkeyp
     monkeypatch.setattr(cli, "_cmd_evaluate", disk_full)
     assert main(["evaluate", "somewhere"]) == 2
     assert "No space left on device: /results/run/checkpoint.safetensors" in _err(capsys)
+
+
+def _parsers(parser, path=()):
+    """Every (command path, parser) of the CLI, the top-level one included."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, path + (name,))
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default():
+    import argparse
+
+    from pyrocompress.cli import HelpFormatter, build_parser
+
+    seen = 0
+    for path, parser in _parsers(build_parser()):
+        assert parser.formatter_class is HelpFormatter, path
+        text = parser.format_help()
+        assert "``" not in text and ":func:" not in text and ":mod:" not in text, path  # plain text, no markup
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            seen += 1
+            shown = HelpFormatter("pyrocompress")._get_help_string(action)
+            assert action.help, f"{' '.join(path)} {action.option_strings or action.dest} has no help text"
+            if action.option_strings and action.nargs != 0 and not action.required:
+                assert "default" in shown.lower(), f"{' '.join(path)} {action.option_strings} hides its default"
+    assert seen > 100
+
+
+def test_version_and_plain_top_level_help(capsys):
+    import pytest
+
+    import pyrocompress
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pyrocompress {pyrocompress.__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "pyrocompress: Bayesian neural networks" in text and "``" not in text
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    text = capsys.readouterr().out
+    assert "--onnx, --no-onnx" in text and "(default: 50)" in text and "--quiet" in text

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=1e-2,
                    help="absolute norm below which a neuron / kernel counts as redundant")
     p.add_argument("--delta", type=float, default=1e-2, help="delta of the P(|w| < delta) score")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the draws")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/diagnostics)")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     p.set_defaults(func=_cmd_diagnose)

@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chains", type=int, default=2, help="NUTS chains (run one after the other)")
     p.add_argument("--samples", type=int, default=200, help="draws per chain after warmup")
     p.add_argument("--warmup", type=int, default=200, help="warmup (adaptation) steps per chain")
-    p.add_argument("--subset", type=int, default=None, help="use only the first N training examples")
+    p.add_argument("--subset", type=int, default=None, help="use only the first N training examples (default: all)")
     p.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS,
                    help="refuse models with more latent parameters than this")
     p.add_argument("--allow-large", action="store_true", help="run NUTS even above --max-params")
@@ -101,10 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--redundant-fraction", type=float, default=0.5,
                    help="fraction of weights (lowest SNR) that make the redundant sets")
     p.add_argument("--include-bias", action="store_true", help="compare biases too")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the chains")
     p.add_argument("--reference-from", default=None, metavar="DIR",
                    help="reuse the NUTS posterior in DIR (an earlier --out of the same model, prior and data) "
-                        "instead of sampling again, e.g. to compare a longer-trained guide")
+                        "instead of sampling again, e.g. to compare a longer-trained guide (default: sample)")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/reference)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_reference)

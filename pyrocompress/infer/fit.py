@@ -273,6 +273,10 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
             kl_w = kl_weight_at(epoch)
             t0 = time.perf_counter()
             sums = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
+            # the epoch's NLL sum and last KL stay on the device (float64: the same sums a per-step read gave);
+            # they are read once per epoch, so a GPU never waits for them
+            nll_sum: Optional[torch.Tensor] = None
+            kl_last: Optional[torch.Tensor] = None
             correct = seen = 0
             pending: list[torch.Tensor] = []
             for xb, yb in batches:
@@ -303,10 +307,12 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                 if after_step is not None:
                     after_step()
                 if terms.get("nll") is not None:
-                    sums["nll"] += float(terms["nll"].detach()) if device.type == "cpu" else 0.0
+                    nll = terms["nll"].detach().to(torch.float64)
+                    nll_sum = nll if nll_sum is None else nll_sum + nll
                 if terms.get("kl") is not None:
-                    sums["kl"] = float(terms["kl"].detach()) if device.type == "cpu" else sums["kl"]
+                    kl_last = terms["kl"].detach()
                 if progress and logits is not None and step % 20 == 0:
+                    sums["kl"] = float(kl_last) if kl_last is not None else 0.0  # the bar's value: a read per 20 steps
                     correct += int((logits.argmax(-1) == yb).sum())
                     seen += yb.shape[0]
                     bar.set_postfix(loss=f"{sums['loss'] / max(step - (epoch - 1) * len(batches), 1):.4g}",
@@ -314,6 +320,8 @@ def _train_loop(*, modules: list[nn.Module], params: list[torch.Tensor], step_te
                 bar.update(1)
             if pending:
                 sums["loss"] += float(torch.stack(pending).sum())
+            sums["nll"] = float(nll_sum) if nll_sum is not None else 0.0
+            sums["kl"] = float(kl_last) if kl_last is not None else 0.0
             n_steps = len(batches)
             lrs = [float(group["lr"]) for group in opt.param_groups]  # the rates this epoch ran with
             if sched is not None:

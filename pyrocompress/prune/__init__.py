@@ -11,11 +11,13 @@
 * :mod:`.selfcompress`: ``self_compress`` one-shot or iterative;
 * :mod:`.baselines`: magnitude, random, IMP, lottery tickets, gradual pruning of plain networks;
 * :mod:`.methods`: the method registry every front door (CLI, studies, Python) runs methods through;
-* :mod:`.compression`: ``compression_report`` (params, FLOPs, bytes, bits, latency);
-* :mod:`.export`: ``export_network`` / ``load_compressed`` (safetensors + JSON, TorchScript, ONNX);
+* :mod:`.compression`: ``compression_report`` (params, multiply-adds, bytes, bits, latency);
+* :mod:`.export`: ``export_network`` / ``load_compressed`` (safetensors + JSON, CSR and quantised CSR, ExportedProgram,
+  ONNX, TorchScript);
 * :mod:`.outputs` and :mod:`.cli`: what ``pyrocompress prune`` / ``compress`` write.
 """
-from .compression import compression_report, flops, layer_stats, measure_latency, posterior_bits, quantize_network
+from .compression import (compression_report, flops, latency_of, layer_stats, macs, measure_latency, posterior_bits,
+                          quantize_network)
 from .export import ExportError, export_network, load_compressed
 from .importance import importances
 from .masks import MaskLayers, Masks, layer_shapes
@@ -27,8 +29,8 @@ from .targets import AutoThreshold, Compression, Sparsity, Threshold
 
 __all__ = [
     "Masks", "MaskLayers", "layer_shapes", "PrunePolicy", "auto_threshold", "STRUCTURES", "shrink", "plan_shrink",
-    "Shrunk", "ShrinkPlan", "ShrinkError", "self_compress", "SelfCompressionResult", "compression_report", "flops",
-    "layer_stats", "measure_latency", "posterior_bits", "quantize_network", "export_network", "load_compressed",
+    "Shrunk", "ShrinkPlan", "ShrinkError", "self_compress", "SelfCompressionResult", "compression_report", "macs",
+    "flops", "latency_of", "layer_stats", "measure_latency", "posterior_bits", "quantize_network", "export_network", "load_compressed",
     "ExportError", "importances", "Sparsity", "Compression", "Threshold", "AutoThreshold", "METHODS", "Method",
     "Pruned", "Context", "build_method", "method_names",
 ]

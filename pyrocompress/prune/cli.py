@@ -75,9 +75,11 @@ def _run(args: argparse.Namespace, family: str, options: dict[str, Any]) -> tupl
     split = data.val if len(data.val) > 0 else data.test
     recorder = HistoryRecorder(split, args.eval_samples, args.seed, estimator)
     ctx = Context.of_run(run, data, seed=args.seed, eval_samples=args.eval_samples, progress=recorder,
-                         fit_overrides={"lr": args.lr, "batch_size": args.batch_size, "device": args.device})
+                         fit_overrides={"lr": args.lr, "batch_size": args.batch_size, "device": args.device,
+                                        "progress": not args.quiet})
     opts = OutputOptions(eval_samples=args.eval_samples, eval_estimator=estimator, latency=not args.no_latency,
-                         latency_repeats=args.latency_repeats, seed=args.seed)
+                         latency_repeats=args.latency_repeats, seed=args.seed,
+                         exported_program=args.exported_program, onnx=args.onnx, torchscript=args.torchscript)
     with output_folder(args.out, getattr(args, "command", family), overwrite=args.overwrite, sources=[args.run_dir]):
         pruned = method.run(ctx, target)
         return write_outputs(args.out, run, data, pruned, recorder.history, target, opts), pruned
@@ -99,31 +101,42 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="run directory written by `pyrocompress train --out`")
     p.add_argument("--score", default=None, help=f"one of {score_names()} (default: the method's)")
-    p.add_argument("--structure", default=None, help=f"one of {[s.value for s in Structure]}")
-    p.add_argument("--scope", default=None, help="rank globally or within each layer (global, layer)")
+    p.add_argument("--structure", default=None, help=f"one of {[s.value for s in Structure]} (default: the method's)")
+    p.add_argument("--scope", default=None, help="rank globally or within each layer: global, layer (default: the method's)")
     p.add_argument("--per-layer", action="store_true", help="rank within each layer (same as --scope layer)")
-    p.add_argument("--sparsity", type=float, default=None, help="fraction of weights (or units) to delete, in [0, 1)")
+    p.add_argument("--sparsity", type=float, default=None, help="fraction of weights (or units) to delete, in [0, 1) (default: the method's own target)")
     p.add_argument("--compression", type=float, default=None,
-                   help="target compression ratio (dense parameters / nonzero parameters), as a study's grid")
-    p.add_argument("--threshold", type=float, default=None, help="delete what scores below this")
+                   help="target compression ratio (dense parameters / nonzero parameters), as a study's grid "
+                        "(default: none; give one target)")
+    p.add_argument("--threshold", type=float, default=None, help="delete what scores below this (default: none; give one target)")
     p.add_argument("--min-separation", type=float, default=None,
                    help="automatic threshold: decades between the near-zero mode and the rest (default 0.5)")
     p.add_argument("--ignore", dest="ignored_layers", action="append", metavar="LAYER",
-                   help="layer (or glob) to leave untouched")
+                   help="layer (or glob) to leave untouched; repeatable (default: none)")
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="fine-tuning epochs after pruning (default: the method's)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the run's)")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (default: the run's)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: the run's)")
-    p.add_argument("--eval-samples", type=int, default=32, help="posterior samples for metrics")
+    p.add_argument("--eval-samples", type=int, default=32, help="posterior samples of the predictive for the metrics")
     p.add_argument("--eval-estimator", default="auto", choices=EVAL_ESTIMATORS,
                    help="how the posterior predictive is drawn (auto: as the run was trained; its own moments "
                         "after moment propagation, else weight_sampling; local_reparam draws per example)")
-    p.add_argument("--latency-repeats", type=int, default=50, help="forward passes timed for the latency median")
+    p.add_argument("--latency-repeats", type=int, default=50,
+                   help="forward passes timed (torch.utils.benchmark) for the latency median")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the method and of the metrics' draws")
     p.add_argument("--out", required=True, help="output folder (new or empty, unless --overwrite; never the run)")
     p.add_argument("--overwrite", action="store_true", help="replace the result --out holds (it is deleted first)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    x = p.add_argument_group("export formats (always: dense and CSR safetensors + architecture.json; with a "
+                             "posterior: CSR quantised to its bit widths)")
+    x.add_argument("--exported-program", action=argparse.BooleanOptionalAction, default=True,
+                   help="write compressed.pt2, a torch.export ExportedProgram")
+    x.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=False,
+                   help="write compressed.onnx with the dynamo ONNX exporter (needs pip install 'pyrocompress[onnx]')")
+    x.add_argument("--torchscript", action=argparse.BooleanOptionalAction, default=False,
+                   help="write compressed.torchscript.pt (TorchScript is deprecated by torch; while it still exists)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -146,11 +159,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lottery: epochs of every retraining from the rewind point (default: the run's epochs)")
     g.add_argument("--budget-epochs", type=int, default=None,
                    help="total epoch budget, the run's dense training included: the method's fine-tuning / "
-                        "retraining epochs are set so that every method uses the same total")
+                        "retraining epochs are set so that every method uses the same total (default: none)")
     g.add_argument("--pruning-steps", type=int, default=None, help="gradual: number of mask updates (default 20)")
     g.add_argument("--start", default=None, help=f"gradual: start from the trained run or its initial weights "
                                                  f"({[s.value for s in GradualStart]}; default trained)")
-    g.add_argument("--schedule", default=None, help=f"lottery: {[s.value for s in Schedule]}")
+    g.add_argument("--schedule", default=None,
+                   help=f"lottery: {[s.value for s in Schedule]} (default: per_point)")
     p.set_defaults(func=_cmd_prune)
 
     c = sub.add_parser("compress", help="self-compression: delete what the posterior marks redundant, retrain, "

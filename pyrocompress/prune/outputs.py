@@ -4,8 +4,9 @@
 every stage a method reports is evaluated on the validation split (posterior predictive for a
 Bayesian network, seeded) and becomes a row of ``history.csv``. :func:`write_outputs`
 physically shrinks a masked result, evaluates it against the run's dense network on the test
-split, and writes ``metrics.json``, ``history.csv``, the export (safetensors + JSON
-architecture, TorchScript, ONNX when installed), the method's artifacts (``masks.safetensors``,
+split, and writes ``metrics.json``, ``history.csv``, the export (dense safetensors + JSON
+architecture, CSR and posterior-quantised CSR, ExportedProgram ``.pt2``; ONNX and TorchScript
+on request), the method's artifacts (``masks.safetensors``,
 ``lottery.safetensors``) and, for a Bayesian result, ``bayesian/`` (a run directory); then,
 last, ``COMPLETE``.
 """
@@ -76,13 +77,17 @@ class HistoryRecorder(Progress):
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """How the command line measures a pruned network: predictive draws and estimator, latency, seed."""
+    """How the command line measures and exports a pruned network: predictive draws and estimator, latency,
+    seed, and the export formats written besides the dense and sparse safetensors files."""
 
     eval_samples: int = 32
     eval_estimator: str = "local_reparam"
     latency: bool = True
     latency_repeats: int = 50
     seed: int = 0
+    exported_program: bool = True
+    onnx: bool = False
+    torchscript: bool = False
 
 
 def _target_info(target: Optional[Target]) -> dict[str, Any]:
@@ -121,9 +126,9 @@ def write_outputs(out: str | Path, run: Run, data: DataBundle, pruned: Pruned, h
         dense_metrics = evaluate(dense, data.test)
     report = compression_report(net, data.input_shape, reference=dense, scales=scales, split=data.test,
                                 latency=opts.latency, latency_repeats=opts.latency_repeats)
-    metrics.update({k: report[k] for k in ("params", "nonzero_params", "compression_ratio", "flops", "flops_nonzero",
+    metrics.update({k: report[k] for k in ("params", "nonzero_params", "compression_ratio", "macs", "macs_nonzero",
                                            "speedup", "bytes", "units", "reference_units", "reference_params",
-                                           "reference_flops")})
+                                           "reference_macs")})
     for key in ("latency", "bits", "bits_compression_ratio", "quantized_accuracy"):
         if key in report:
             metrics[key] = report[key]
@@ -133,7 +138,10 @@ def write_outputs(out: str | Path, run: Run, data: DataBundle, pruned: Pruned, h
     metrics.update(info)
     metrics["epochs"] = pruned.epochs(run)
     metrics["run"] = str(run.path)
-    metrics["export"] = export_network(net, out, input_shape=data.input_shape, metadata={"source_run": str(run.path)})
+    metrics["export"] = export_network(net, out, input_shape=data.input_shape, exported_program=opts.exported_program,
+                                       onnx=opts.onnx, torchscript=opts.torchscript, bits=report.get("bits"),
+                                       metadata={"source_run": str(run.path)})
+    metrics["export_bytes"] = {k: Path(p).stat().st_size for k, p in metrics["export"].items() if p}
     for name, (tensors, meta) in pruned.artifacts.items():
         save_checkpoint(out / name, tensors, dict(meta))
     if model is not None:
@@ -151,7 +159,7 @@ def print_summary(metrics: dict[str, Any], out: str | Path) -> None:
     dense = metrics["dense"]
     line = (f"accuracy {metrics['accuracy']:.4f} (dense {dense['accuracy']:.4f})  params {metrics['params']} "
             f"nonzero {metrics['nonzero_params']} (ref {metrics['reference_params']})  "
-            f"compression {metrics['compression_ratio']:.2f}x  speed-up (FLOPs) {metrics['speedup']:.2f}x")
+            f"compression {metrics['compression_ratio']:.2f}x  speed-up (MACs) {metrics['speedup']:.2f}x")
     if "latency" in metrics:
         line += f"  latency ratio {metrics['latency']['ratio']:.2f}"
     print(line)

@@ -50,6 +50,7 @@ from ..metrics import parameter_counts
 from ..names import Structure
 from ..nn.arch import build, describe
 from ..nn.model import BayesianModel
+from .baselines.common import rounds_bar
 from .masks import Masks
 from .policy import PrunePolicy
 from .shrink import shrink, unit_sizes
@@ -176,7 +177,8 @@ def self_compress(model: BayesianModel, guide: PosteriorGuide, data: DataBundle,
     best = (model, guide)
     stop = "max_rounds"
     last_masks: Optional[Masks] = None
-    for rnd in range(1, (max_rounds if iterative else 1) + 1):
+    total = max_rounds if iterative else 1
+    for rnd in rounds_bar(range(1, total + 1), total, "self-compression rounds", options):
         t0 = time.perf_counter()
         cur_model, cur_guide = best
         masks = policy.masks(cur_model, cur_guide)

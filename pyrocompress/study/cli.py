@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .config import default_config_text, load_config
-from .executors import EXECUTORS
+from .config import copy_config, default_config_text, is_device, load_config
+from .executors import EXECUTORS, ClusterError, check_address
 from .report import trial_counts, write_report
 from .runner import run_study
 
@@ -39,11 +39,27 @@ def _cmd_study(args: argparse.Namespace) -> int:
         return 0
     if args.executor not in EXECUTORS:
         raise UserError(f"unknown executor {args.executor!r}; valid executors: {list(EXECUTORS)}")
-    out = Path(args.out) if args.out else Path("studies") / cfg.name
-    print(f"study {cfg.name!r} ({cfg.source}) -> {out}")
-    result = run_study(cfg, out, workers=args.workers, executor=args.executor, address=args.address,
-                       threads=args.threads, progress=not args.quiet, retry_failed=not args.no_retry,
-                       max_trials=args.max_trials)
+    if args.device is not None:
+        if not is_device(args.device):
+            raise UserError(f"--device {args.device!r}: give auto, cpu, cuda or cuda:N")
+        cfg = copy_config(cfg, device=args.device)
+    check_address(args.address)
+    if not args.connect_timeout > 0:
+        raise UserError(f"--connect-timeout must be a positive number of seconds, got {args.connect_timeout}")
+    out = (Path(args.out) if args.out else Path("studies") / cfg.name).expanduser().resolve()
+    print(f"study {cfg.name!r} ({cfg.source}) on {cfg.device} -> {out}")
+    try:
+        result = run_study(cfg, out, workers=args.workers, executor=args.executor, address=args.address,
+                           threads=args.threads, progress=not args.quiet, retry_failed=not args.no_retry,
+                           max_trials=args.max_trials, gpus_per_trial=args.gpus_per_trial,
+                           connect_timeout=args.connect_timeout)
+    except ClusterError as exc:
+        print(f"pyrocompress study: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pyrocompress study: interrupted; finished trials are kept in {out}, run the same command to resume",
+              file=sys.stderr)
+        return 130
     print(result.summary())
     if not args.no_report:
         paths = write_report(out)
@@ -71,12 +87,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "the report. Running it again resumes.")
     p.add_argument("config", nargs="?", default=None, help="study TOML file (default: the embedded default study)")
     p.add_argument("--out", default=None, help="study directory (default: studies/<study name>)")
-    p.add_argument("--workers", type=positive_int, default=1, help="parallel worker processes (local executor)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="parallel worker processes (local executor; with ray and no --address: the local "
+                        "instance's CPUs)")
     p.add_argument("--executor", default="local", help="local (processes on this machine) or ray")
-    p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); "
-                                                    "default: a new local Ray instance")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: auto (started on this machine), ray://HOST:10001 (Ray client) or HOST:6379; "
+                        "a token of Ray's token authentication is sent when RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                        "~/.ray/auth_token has one (default: a new local Ray instance, stopped at the end)")
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="fail when the Ray cluster does not answer within this many seconds")
+    p.add_argument("--device", default=None,
+                   help="auto, cpu, cuda or cuda:N for every training and trial; not part of the study's identity, "
+                        "so a study resumes on another device (default: the configuration's [study] device)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, metavar="N",
+                   help="Ray: GPUs each job asks for on a cuda device; a fraction shares a GPU, e.g. 0.25 "
+                        "(default: 1 on cuda, none on cpu)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker (default 1)")
-    p.add_argument("--max-trials", type=positive_int, default=None, help="run at most N trials now (resume later)")
+    p.add_argument("--max-trials", type=positive_int, default=None,
+                   help="run at most N trials now and resume later (default: all)")
     p.add_argument("--no-retry", action="store_true", help="do not retry trials that failed before")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--print-config", action="store_true", help="print the configuration's TOML and exit")
@@ -84,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_study)
 
     r = sub.add_parser("report", help="write the HTML and Markdown report of a study directory")
-    r.add_argument("study_dir")
+    r.add_argument("study_dir", help="study directory written by `pyrocompress study --out`")
     r.add_argument("--out", default=None, help="report folder (default: STUDY_DIR/report)")
     r.add_argument("--point", type=float, default=None,
                    help="compression ratio of the per-layer sparsity figure (default: the study's report_point)")

@@ -48,15 +48,20 @@ from __future__ import annotations
 import copy
 import math
 import re
-import tomllib
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli backport (a dependency there)
+    import tomli as tomllib
+
 from .._files import read_bounded
 from .._memory import check_memory
-from ..errors import UserError
 from ..data import DATA_SHAPES, DATASETS, OOD_SETS, dataset_name
+from ..errors import UserError
 from ..infer.estimators import ESTIMATORS
 from ..infer.guides import GUIDES
 from ..infer.moments import is_moment_estimator, moment_options
@@ -86,6 +91,7 @@ __all__ = [
     "OOD_SETS",
     "EVAL_ESTIMATORS",
     "DENSE_PREFIX",
+    "is_device",
 ]
 
 #: names of the reference trials every study has (``dense-bayesian``, ``dense-deterministic``, ...)
@@ -180,6 +186,11 @@ class _Checker:
 
 
 # ------------------------------------------------------------------ parsing
+def is_device(device: Any) -> bool:
+    """Whether ``device`` names a study device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    return isinstance(device, str) and re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", device) is not None
+
+
 def default_config_text() -> str:
     """The TOML text of the embedded default study (``pyrocompress study`` with no file)."""
     return resources.files("pyrocompress.study").joinpath("default.toml").read_text()
@@ -225,7 +236,7 @@ def _validate(raw: dict, c: _Checker) -> StudyConfig:
     if len(set(seeds)) != len(seeds):
         raise c.error(("study", "seeds"), f"seeds must be distinct, got {seeds}")
     device = study.get("device", "cpu")
-    if not isinstance(device, str) or not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", device):
+    if not is_device(device):
         raise c.error(("study", "device"), f"must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     eval_samples = c.int_(study.get("eval_samples", 16), ("study", "eval_samples"), 1)
     eval_estimator = study.get("eval_estimator", "auto")

@@ -27,6 +27,7 @@ import torch
 
 from ..data import DataBundle, load_dataset, ood_inputs
 from ..errors import LockedError, OutputError, RunError
+from ..infer.fit import resolve_device
 from ..infer.predictive import resolve_eval_estimator
 from ..nn.zoo import build_model
 from ..prune.methods import Context, FitOptions, Pruned
@@ -123,7 +124,9 @@ def _trial(payload: dict) -> dict:
     method = payload["method"]
     print(f"trial {row['trial_id']}: {method!r} at {row['operating_point']}")
     data = data_for(payload["data"], row["seed"])
-    run = load_run(payload["run_dir"])
+    # the study's device now (a study may resume on another device than the one it started on)
+    device = resolve_device(payload.get("device") or "cpu")
+    run = load_run(payload["run_dir"], device=device)
     check_data_of(run, data)
     train_cfg = dict(run.config.get("train", {}))
     dense = Pruned(model=run.model, guide=run.guide) if run.is_bayesian else Pruned(net=run.net)
@@ -136,8 +139,8 @@ def _trial(payload: dict) -> dict:
     dense_net = copy.deepcopy(dense.deployable())
     seed = seed_of(row["dataset"], row["model"], row["seed"], row["method"], row["operating_point"])
     pyro.set_rng_seed(seed)
-    device = train_cfg.get("device") if train_cfg.get("device") not in (None, "auto") else "cpu"
-    ctx = Context(run=run, data=data, fit=FitOptions.of(train_cfg, device=device), seed=seed, eval_samples=samples,
+    ctx = Context(run=run, data=data, fit=FitOptions.of(train_cfg, device=str(device)), seed=seed,
+                  eval_samples=samples,
                   method_seed=seed_of(row["dataset"], row["model"], row["seed"], row["method"]),
                   grid=tuple(payload.get("grid") or ()), cache_dir=Path(payload["run_dir"]) / "cache")
     target = payload.get("target")
@@ -156,6 +159,7 @@ def _trial(payload: dict) -> dict:
         **pruned.epochs(run),
         "train_seconds": train_seconds,
         "seconds": train_seconds + prune_seconds,
+        "device": str(device),
         "info": pruned.info,
     })
     return metrics

@@ -5,7 +5,7 @@ Following Blalock et al. (2020), "What is the state of neural network pruning?":
 * accuracy against compression ratio (log x axis) for every method, mean +- standard
   deviation over seeds, one panel per (data set, model); the same for ECE, NLL, the
   agreement with the dense network's predictions, OOD AUROC and the theoretical speed-up
-  (dense FLOPs / nonzero FLOPs);
+  (dense multiply-adds / nonzero multiply-adds);
 * the per-layer sparsity of every method at one operating point;
 * the kernel / neuron norm histograms of the trained networks, Bayesian (posterior mean)
   against deterministic (the figure of "Self-Compression in Bayesian Neural Networks");
@@ -42,7 +42,7 @@ _PLOTS = [
     ("nll", "test negative log-likelihood", True),
     ("agreement", "agreement with the dense network (equal argmax)", False),
     ("ood_auroc", "OOD AUROC (predictive entropy)", False),
-    ("speedup", "theoretical speed-up (dense FLOPs / nonzero FLOPs)", True),
+    ("speedup", "theoretical speed-up (dense MACs / nonzero MACs)", True),
 ]
 _DENSE = ("dense-bayesian", "dense-deterministic")
 

@@ -37,11 +37,11 @@ from .._files import FolderLock, check_output_path, remove_temporaries
 from ..data import ood_inputs, resolve_ood
 from ..errors import UserError
 from ..prune.targets import Compression
-from .executors import make_executor
+from .executors import RayExecutor, check_gpus, make_executor
 from .jobs import data_for, train_job, trial_job
 from .plan import Network, Trial, networks_of, plan_trials
 from .specs import StudyConfig
-from .store import ResultsStore
+from .store import ResultsStore, adopt_hash
 
 __all__ = ["StudyResult", "run_study", "check_data", "plan_trials"]
 
@@ -93,6 +93,20 @@ class StudyResult:
                 f"({self.seconds:.0f} s); results in {self.path}")
 
 
+def _device_plan(device: str, gpus_per_trial: Optional[float]) -> float:
+    """GPUs per Ray job: ``gpus_per_trial`` (default 1) on a CUDA device, none on the CPU."""
+    cuda = device.startswith("cuda")
+    if gpus_per_trial is None:
+        return 1.0 if cuda else 0.0
+    gpus = check_gpus(gpus_per_trial)
+    if gpus > 0 and not cuda:
+        raise UserError(f"--gpus-per-trial {gpus:g} needs the study's device to be cuda (it is {device!r}); "
+                         "give --device cuda or leave --gpus-per-trial out")
+    if cuda and gpus == 0:
+        raise UserError("a study on cuda needs --gpus-per-trial > 0 (fractions share a GPU, e.g. 0.25)")
+    return gpus
+
+
 def _row_base(trial: Trial, ood: str, config_hash: str) -> dict:
     return {"trial_id": trial.id, "dataset": trial.dataset.name, "model": trial.model.label, "seed": trial.seed,
             "method": trial.method.name, "family": trial.method.family, "kind": trial.method.kind,
@@ -110,11 +124,15 @@ def _train_payload(net: Network, cfg: StudyConfig, study_dir: Path) -> dict:
 
 def run_study(cfg: StudyConfig, out: str | os.PathLike, *, workers: int = 1, executor: str = "local",
               address: Optional[str] = None, threads: int = 1, progress: bool = True,
-              retry_failed: bool = True, max_trials: Optional[int] = None) -> StudyResult:
+              retry_failed: bool = True, max_trials: Optional[int] = None, gpus_per_trial: Optional[float] = None,
+              connect_timeout: float = 5.0) -> StudyResult:
     """Run (or resume) a study into the directory ``out``; returns what was done.
 
     ``max_trials`` stops after that many trials have been run now (the rest wait for the
-    next call; a way to spread a large study over sessions).
+    next call; a way to spread a large study over sessions). ``out`` is resolved once, to an
+    absolute path, and every job is given that path: on a Ray cluster every node must see it
+    (checked before any job runs). ``gpus_per_trial`` (Ray; default 1 when the study's device
+    is CUDA, else none) may be a fraction; ``connect_timeout`` bounds the wait for the cluster.
     """
     t0 = time.perf_counter()
     for name, value in (("workers", workers), ("threads", threads)):
@@ -122,13 +140,20 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, workers: int = 1, exe
             raise UserError(f"{name} must be a positive integer, got {value!r}")
     if max_trials is not None and (not isinstance(max_trials, int) or isinstance(max_trials, bool) or max_trials < 1):
         raise UserError(f"max_trials must be a positive integer (or None: all), got {max_trials!r}")
-    study_dir = check_output_path(out)
+    study_dir = check_output_path(Path(out).expanduser()).resolve()
+    if executor != "ray" and gpus_per_trial is not None:
+        raise UserError("--gpus-per-trial is for --executor ray (the local executor runs every job on the study's "
+                        "device)")
+    gpus = _device_plan(cfg.device, gpus_per_trial) if executor == "ray" else 0.0
     # 1. everything that can be wrong with the input fails before any training
     ood = check_data(cfg)
     config_hash = cfg.config_hash()
     with FolderLock(study_dir, "study"):
+        # a study started before the device left the configuration's identity resumes under the new hash
+        adopt_hash(study_dir, config_hash, cfg.to_dict())
         return _run_locked(cfg, study_dir, ood, config_hash, t0, workers=workers, executor=executor, address=address,
-                           threads=threads, progress=progress, retry_failed=retry_failed, max_trials=max_trials)
+                           threads=threads, progress=progress, retry_failed=retry_failed, max_trials=max_trials,
+                           gpus=gpus, connect_timeout=connect_timeout)
 
 
 def _clean_partial(study_dir: Path) -> None:
@@ -145,7 +170,7 @@ def _clean_partial(study_dir: Path) -> None:
 
 def _run_locked(cfg: StudyConfig, study_dir: Path, ood: dict, config_hash: str, t0: float, *, workers: int,
                 executor: str, address: Optional[str], threads: int, progress: bool, retry_failed: bool,
-                max_trials: Optional[int]) -> StudyResult:
+                max_trials: Optional[int], gpus: float, connect_timeout: float) -> StudyResult:
     store = ResultsStore(study_dir).open(cfg.to_dict(), config_hash)
     _clean_partial(study_dir)
     remove_temporaries(study_dir)
@@ -165,7 +190,9 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, ood: dict, config_hash: str, 
     train_failed: dict[str, str] = {}
     last_nc = 0.0
     try:
-        with make_executor(executor, workers, address, threads) as ex:
+        with make_executor(executor, workers, address, threads, gpus, connect_timeout) as ex:
+            if isinstance(ex, RayExecutor) and not ex.is_local:
+                ex.check_folder(study_dir)
             for phase in phases:
                 for p in phase:  # a recipe whose deterministic twin failed cannot start from it
                     if p["train"].get("init_from") in train_failed:
@@ -181,7 +208,7 @@ def _run_locked(cfg: StudyConfig, study_dir: Path, ood: dict, config_hash: str, 
                 payloads.append({
                     "row": _row_base(t, ood[t.dataset.name], config_hash),
                     "run_dir": str(t.network.run_dir(study_dir)), "data": t.dataset.to_dict(),
-                    "ood": ood[t.dataset.name], "method": t.method.method,
+                    "ood": ood[t.dataset.name], "method": t.method.method, "device": cfg.device,
                     "target": Compression(t.point.compression) if t.point else None,
                     "eval_samples": cfg.eval_samples, "eval_estimator": cfg.eval_estimator,
                     "latency_repeats": cfg.latency_repeats,

@@ -125,7 +125,8 @@ class StudyConfig:
 
     # -- identity
     def to_dict(self) -> dict:
-        """Everything that determines the results (not where or how fast they are computed)."""
+        """Everything that determines the results (not where or how fast they are computed: the device is
+        recorded per trial, so a study started on the CPU resumes on a GPU and the other way round)."""
         return {
             "name": self.name,
             "datasets": [d.to_dict() for d in self.datasets],
@@ -136,7 +137,6 @@ class StudyConfig:
             "train": self.train,
             "bayesian": self.bayesian,
             "deterministic": self.deterministic,
-            "device": self.device,
             "eval_samples": self.eval_samples,
             "eval_estimator": self.eval_estimator,
             "latency_repeats": self.latency_repeats,

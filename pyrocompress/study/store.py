@@ -31,7 +31,8 @@ from .._files import atomic_write, folder_entries, read_bounded, read_json
 from ..errors import StoreError
 from ..runs import atomic_write_bytes, write_json
 
-__all__ = ["StoreError", "ResultsStore", "METRICS", "DIMS", "STORE_FORMAT", "trial_dataset", "read_results"]
+__all__ = ["StoreError", "ResultsStore", "METRICS", "DIMS", "STORE_FORMAT", "trial_dataset", "read_results",
+           "adopt_hash", "upgrade_row"]
 
 STORE_FORMAT = "pyrocompress-study/1"
 #: a trial record larger than this is not one (and is not read)
@@ -43,15 +44,25 @@ METRICS = (
     "accuracy", "nll", "ece", "brier", "entropy",
     "agreement", "tv_distance", "kl_to_dense",
     "ood_auroc",
-    "params", "nonzero_params", "compression", "flops", "flops_nonzero", "speedup",
-    "bytes_dense", "bytes_sparse", "latency_ms", "dense_latency_ms", "latency_speedup",
+    "params", "nonzero_params", "compression", "macs", "macs_nonzero", "speedup",
+    "bytes_dense", "bytes_sparse", "latency_ms", "dense_latency_ms", "latency_speedup", "latency_threads",
     "dense_accuracy", "accuracy_drop",
     "epochs", "pretrain_epochs", "train_epochs", "finetune_epochs", "seconds", "train_seconds", "trial_seconds",
     "target_compression",
 )
 #: text columns
 TEXT = ("trial_id", "dataset", "model", "method", "family", "kind", "operating_point", "recipe", "status", "error",
-        "ood_set", "finished_at")
+        "ood_set", "finished_at", "device", "latency_device")
+#: columns of earlier versions under their names now ("flops" always held multiply-adds)
+RENAMED = {"flops": "macs", "flops_nonzero": "macs_nonzero"}
+
+
+def upgrade_row(row: dict) -> dict:
+    """A trial record of any version with today's column names."""
+    for old, new in RENAMED.items():
+        if old in row and new not in row:
+            row[new] = row.pop(old)
+    return row
 
 
 class ResultsStore:
@@ -123,7 +134,7 @@ class ResultsStore:
             row = json.loads(read_bounded(path, MAX_RECORD_BYTES, "trial record", StoreError).decode("utf-8"))
         except (StoreError, OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
-        return row if isinstance(row, dict) and row.get("trial_id") == path.stem else None
+        return upgrade_row(row) if isinstance(row, dict) and row.get("trial_id") == path.stem else None
 
     def rows(self) -> list[dict]:
         """All readable trial records, sorted by trial id (see :meth:`unreadable` for the others)."""
@@ -168,8 +179,8 @@ class ResultsStore:
     def table(self):
         """The tidy table (pandas DataFrame), one row per trial."""
         rows = self.rows()
-        cols = list(TEXT[:8]) + ["seed"] + [m for m in METRICS] + ["status", "error", "ood_set", "layers", "info",
-                                                                     "finished_at"]
+        cols = list(TEXT[:8]) + ["seed"] + [m for m in METRICS] + ["status", "error", "ood_set", "device",
+                                                                     "latency_device", "layers", "info", "finished_at"]
         cols = list(dict.fromkeys(cols))
         frame = pd.DataFrame([{k: (json.dumps(r.get(k)) if k in ("layers", "info") else r.get(k)) for k in cols}
                               for r in rows], columns=cols)
@@ -263,7 +274,28 @@ def read_results(study_dir: str | os.PathLike):
     if not path.is_file():
         raise StoreError(f"{path} does not exist; run the study first")
     with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
+        ds = ds.load()
+    return ds.rename({old: new for old, new in RENAMED.items() if old in ds and new not in ds})
+
+
+def adopt_hash(study_dir: str | os.PathLike, config_hash: str, config: dict,
+               dropped: tuple[str, ...] = ("device",)) -> bool:
+    """Re-key a study directory whose configuration is ``config`` once the keys ``dropped`` (no longer part
+    of a study's identity) are left out, to ``config_hash``; returns whether it did. Trial records stay."""
+    meta_path = Path(study_dir) / "study.json"
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # ResultsStore.open says what is wrong with it
+    old = {k: v for k, v in (meta.get("config") or {}).items() if k not in dropped}
+    same = json.dumps(old, sort_keys=True, default=str) == json.dumps(config, sort_keys=True, default=str)
+    if meta.get("format") != STORE_FORMAT or meta.get("config_hash") == config_hash or not same:
+        return False
+    write_json(meta_path, dict(meta, config_hash=config_hash, config=config,
+                               previous_config_hash=meta.get("config_hash")))
+    return True
 
 
 def _jsonable(value: Any) -> Any:

@@ -58,7 +58,7 @@ def test_magnitude_global_writes_the_same_files_as_the_bayesian_prune(det_run, t
     # nonzero = kept weights + biases (of the units that survive the shrink)
     assert m["nonzero_params"] <= round(0.1 * weights) + 58
     assert m["compression_ratio"] > 5 and m["speedup"] > 5
-    for key in ("accuracy", "nll", "ece", "flops", "flops_nonzero", "bytes", "dense"):
+    for key in ("accuracy", "nll", "ece", "macs", "macs_nonzero", "bytes", "dense"):
         assert key in m
     assert m["budget"]["train_epochs"] == EPOCHS and m["budget"]["total_epochs"] == EPOCHS
     run = load_run(det_run)
@@ -167,3 +167,19 @@ def test_bayesian_run_takes_magnitude_of_the_posterior_mean_but_not_retraining_m
     assert m["method"] == "magnitude" and m["score"] == "magnitude"
     assert m["mask_sparsity"] == pytest.approx(0.5, abs=1e-2)
     assert (out / "bayesian").is_dir()
+
+
+def test_prune_shows_progress_bars_over_rounds_and_retraining_unless_quiet(det_run, tmp_path, capsys):
+    assert prune(det_run, tmp_path / "imp", "--method", "imp", "--rounds", "2", "--finetune-epochs", "1",
+                 "--sparsity", "0.5") == 0
+    err = capsys.readouterr().err
+    assert "IMP rounds" in err and "2/2" in err and "train" in err  # the rounds bar and each retraining's bar
+    assert prune(det_run, tmp_path / "quiet", "--method", "imp", "--rounds", "2", "--finetune-epochs", "1",
+                 "--sparsity", "0.5", "--quiet") == 0
+    assert "IMP rounds" not in capsys.readouterr().err
+    # the sparse exports load back exactly, and metrics.json gives every file's size
+    m = metrics_of(tmp_path / "quiet")
+    assert set(m["export_bytes"]) >= {"safetensors", "csr", "pt2"} and m["export"]["onnx"] is None
+    dense, sparse = load_compressed(tmp_path / "quiet"), load_compressed(tmp_path / "quiet", kind="csr")
+    for key, value in dense.state_dict().items():
+        assert torch.equal(sparse.state_dict()[key], value)

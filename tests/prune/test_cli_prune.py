@@ -9,7 +9,7 @@ import torch
 import pyrocompress
 from pyrocompress.cli import main
 
-KEYS = ("accuracy", "nll", "ece", "params", "nonzero_params", "compression_ratio", "flops", "speedup", "bytes",
+KEYS = ("accuracy", "nll", "ece", "params", "nonzero_params", "compression_ratio", "macs", "speedup", "bytes",
         "latency")
 
 

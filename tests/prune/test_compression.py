@@ -1,39 +1,70 @@
-"""Compression metrics against hand counts: parameters, FLOPs, bytes, bit widths, latency."""
+"""Compression metrics against hand counts and torch's own counter: parameters, multiply-adds, bytes, bit widths,
+latency."""
 
 import pytest
 import torch
 from torch import nn
 
 from pyrocompress.nn import build_model
-from pyrocompress.prune.compression import (compression_report, flops, layer_stats, measure_latency,
-                                            posterior_bits, quantize_network, sparse_bytes)
+from torch.utils.flop_counter import FlopCounterMode
+
+from pyrocompress.prune.compression import (LEGACY_KEYS, compression_report, flops, latency_of, layer_stats, macs,
+                                            measure_latency, posterior_bits, quantize_network, sparse_bytes)
 from pyrocompress.prune.masks import Masks, layer_shapes
 from pyrocompress.prune.shrink import shrink
 
 
-def test_lenet5_params_and_flops_match_hand_counts():
+def test_lenet5_params_and_macs_match_hand_counts():
     net = build_model("lenet5", (1, 28, 28), 10)
     stats = layer_stats(net, (1, 28, 28))
     # conv1 20x1x5x5 -> 24x24, conv2 50x20x5x5 -> 8x8 (after 2x2 pools), fc1 800->500, fc2 500->10
     assert {n: s["params"] for n, s in stats.items()} == {"conv1": 520, "conv2": 25050, "fc1": 400500, "fc2": 5010}
-    assert {n: s["flops"] for n, s in stats.items()} == {"conv1": 24 * 24 * 500, "conv2": 8 * 8 * 25000,
-                                                          "fc1": 400000, "fc2": 5000}
-    assert flops(net, (1, 28, 28)) == 288000 + 1600000 + 400000 + 5000
+    assert {n: s["macs"] for n, s in stats.items()} == {"conv1": 24 * 24 * 500, "conv2": 8 * 8 * 25000,
+                                                         "fc1": 400000, "fc2": 5000}
+    assert macs(net, (1, 28, 28)) == 288000 + 1600000 + 400000 + 5000
     assert sum(s["bytes_dense"] for s in stats.values()) == 4 * 431080
 
 
-def test_kernelnet_counts_and_nonzero_aware_flops():
+def test_kernelnet_counts_and_nonzero_aware_macs():
     net = build_model("kernelnet", (1, 28, 28), 10, kernels=32)
     stats = layer_stats(net, (1, 28, 28))
     assert stats["conv"]["params"] == 32 * 25 + 32 and stats["fc"]["params"] == 32 * 144 * 10 + 10
-    assert stats["conv"]["flops"] == 24 * 24 * 32 * 25 and stats["fc"]["flops"] == 4608 * 10
+    assert stats["conv"]["macs"] == 24 * 24 * 32 * 25 and stats["fc"]["macs"] == 4608 * 10
     with torch.no_grad():
         net.conv.weight[:16] = 0
         net.fc.weight[:, :1000] = 0
     stats = layer_stats(net, (1, 28, 28))
     assert stats["conv"]["nonzero"] == 16 * 25 + 32
-    assert stats["conv"]["flops_nonzero"] == 24 * 24 * 16 * 25
-    assert stats["fc"]["flops_nonzero"] == 3608 * 10
+    assert stats["conv"]["macs_nonzero"] == 24 * 24 * 16 * 25
+    assert stats["fc"]["macs_nonzero"] == 3608 * 10
+
+
+@pytest.mark.parametrize("name, shape, options", [("lenet5", (1, 28, 28), {}), ("kernelnet", (1, 28, 28), {}),
+                                                 ("mlp", (1, 8, 8), {"hidden": [300, 100]})])
+def test_macs_are_half_the_flops_torch_counts(name, shape, options):
+    """torch.utils.flop_counter counts 2 FLOPs per multiply-add of a matmul / convolution (biases aside)."""
+    torch.manual_seed(0)
+    net = build_model(name, shape, 10, **options).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros((1,) + shape))
+    assert counter.get_total_flops() == 2 * macs(net, shape)
+
+
+def test_flops_is_the_deprecated_name_of_macs_and_old_keys_map_to_new_ones():
+    net = build_model("kernelnet", (1, 28, 28), 10, kernels=4)
+    with pytest.warns(DeprecationWarning, match="macs"):
+        assert flops(net, (1, 28, 28)) == macs(net, (1, 28, 28))
+    assert LEGACY_KEYS["flops"] == "macs" and LEGACY_KEYS["flops_nonzero"] == "macs_nonzero"
+
+
+def test_latency_is_timed_by_torch_benchmark_and_says_where():
+    net = build_model("mlp", (1, 8, 8), 10, hidden=[16])
+    info = latency_of(net, (1, 8, 8), batch_size=4, repeats=3, warmup=1, threads=1)
+    assert info["seconds"] > 0 and info["device"] == "cpu" and info["threads"] == 1
+    assert info["repeats"] == 3 and info["batch_size"] == 4
+    with pytest.raises(ValueError, match="repeats"):
+        latency_of(net, (1, 8, 8), repeats=0)
 
 
 def test_sparse_bytes_by_hand():
@@ -71,6 +102,7 @@ def test_report_of_a_shrunk_network(digits):
     assert report["speedup"] == pytest.approx((64 * 40 + 40 * 20 + 20 * 10) / (64 * 10 + 10 * 5 + 5 * 10))
     assert report["units"] == {"fc1": 10, "fc2": 5, "fc3": 10}
     assert report["latency"]["seconds"] > 0 and report["latency"]["ratio"] > 0
+    assert report["latency"]["device"] == "cpu" and report["latency"]["threads"] >= 1
     assert measure_latency(small, digits.input_shape, batch_size=4, repeats=2, warmup=0) > 0
     scales = {n: torch.full_like(m.weight, 0.01) for n, m in small.named_children() if isinstance(m, nn.Linear)}
     report = compression_report(small, digits.input_shape, reference=dense, scales=scales, split=digits.test,

@@ -1,5 +1,11 @@
 """A tiny study (digits, 2 methods, 2 operating points, 2 seeds, 1 epoch) shared by the study tests."""
+import os
+
 import pytest
+
+# Ray in the tests stays on the loopback interface (Ray otherwise binds to the machine's address); set before
+# ray is first imported
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 TINY = """
 [study]

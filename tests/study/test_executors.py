@@ -121,3 +121,25 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path):
 def test_threads_must_be_positive():
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         LocalExecutor(2, threads=0)
+
+
+def test_a_lost_ray_connection_ends_the_study_in_one_line():
+    """What RayExecutor.map_unordered does when the cluster itself fails (a stand-in for ray: no cluster)."""
+    from pyrocompress.study.executors import ClusterError, RayExecutor
+
+    class FakeRay:
+        class exceptions:
+            RayTaskError = type("RayTaskError", (Exception,), {})
+            RaySystemError = type("RaySystemError", (Exception,), {})
+
+        @staticmethod
+        def wait(refs, num_returns):
+            raise ConnectionError("GRPC client connection lost\ntraceback details")
+
+    ex = RayExecutor.__new__(RayExecutor)  # the connection logic is tested on a real cluster (test_ray_cluster)
+    ex._ray, ex.threads, ex._pending = FakeRay, 1, {}
+    ex._remote = type("Remote", (), {"remote": staticmethod(lambda fn, p, threads: object())})
+    with pytest.raises(ClusterError) as err:
+        list(ex.map_unordered(_square, [1, 2]))
+    assert str(err.value) == ("lost the Ray cluster: ConnectionError: GRPC client connection lost; finished trials "
+                              "are kept, run the same command to resume")

@@ -33,7 +33,7 @@ def test_tiny_study_end_to_end(tiny_study):
     assert len(table) == TINY_TRIALS and table["trial_id"].is_unique
     assert (table["status"] == "ok").all()
     for col in ("accuracy", "nll", "ece", "brier", "agreement", "tv_distance", "kl_to_dense", "ood_auroc",
-                "params", "nonzero_params", "compression", "flops", "speedup", "bytes_dense", "epochs", "seconds"):
+                "params", "nonzero_params", "compression", "macs", "speedup", "bytes_dense", "epochs", "seconds"):
         assert table[col].notna().all(), col
     dense = table[table["method"].str.startswith("dense")]
     assert np.allclose(dense["agreement"], 1.0) and np.allclose(dense["compression"], 1.0)

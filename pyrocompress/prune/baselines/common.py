@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ...errors import UserError
 from ...data import DataBundle
@@ -20,7 +21,7 @@ from ..policy import candidate_layers
 from ..policy import output_layer as policy_output_layer
 
 __all__ = ["FIT_OPTIONS", "check_count", "prunable_layers", "output_layer", "candidates", "check_fit_options",
-           "fit_net", "val_metrics", "state_of", "prepare", "weight_sparsity", "finetune_list"]
+           "fit_net", "val_metrics", "state_of", "prepare", "weight_sparsity", "finetune_list", "rounds_bar"]
 
 #: keyword options forwarded to :func:`pyrocompress.infer.fit_deterministic` for (re)training.
 FIT_OPTIONS = ("batch_size", "lr", "optimizer", "lr_schedule", "seed", "device", "weight_decay", "clip_norm",
@@ -32,6 +33,14 @@ def check_count(value: Any, what: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def rounds_bar(rounds: Iterable[Any], total: int, desc: str, options: Mapping[str, Any], initial: int = 0) -> tqdm:
+    """``rounds`` with a progress bar (ETA) over a method's pruning / retraining rounds, shown when the fit
+    options ask for progress (each round's training shows its own bar below it); ``initial`` rounds were
+    already done (cached)."""
+    return tqdm(rounds, total=total, initial=initial, desc=desc, unit="round", disable=not options.get("progress"),
+                dynamic_ncols=True)
 
 
 def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -13,7 +13,8 @@ from ..importance import check_score_fits
 from ..masks import Masks
 from ..targets import Sparsity, as_sparsity
 from .budget import Budget
-from .common import check_count, check_fit_options, finetune_list, fit_net, prepare, val_metrics, weight_sparsity
+from .common import (check_count, check_fit_options, finetune_list, fit_net, prepare, rounds_bar, val_metrics,
+                     weight_sparsity)
 from .oneshot import default_scope
 from .result import BaselineResult
 from .schedules import geometric_schedule
@@ -47,7 +48,8 @@ def iterative_magnitude(net: nn.Module, data: DataBundle, sparsity: Union[float,
     budget = copy.deepcopy(base_budget) if base_budget is not None else Budget()
     masks: Optional[Masks] = None
     history: list[dict] = []
-    for r, target in enumerate(geometric_schedule(sparsity, rounds) if rounds else [], start=1):
+    schedule = enumerate(geometric_schedule(sparsity, rounds) if rounds else [], start=1)
+    for r, target in rounds_bar(schedule, rounds, "IMP rounds", opts):
         t0 = time.perf_counter()
         masks = masks_for(net, score, structure, scope, target, seed + r, ignored_layers, previous=masks)
         masks.apply(net)

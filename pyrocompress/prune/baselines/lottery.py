@@ -23,7 +23,7 @@ from ..masks import Masks
 from ..targets import Sparsity, as_sparsity
 from .budget import Budget
 from .common import (candidates, check_count, check_fit_options, fit_net, output_layer, prepare, prunable_layers,
-                     state_of, val_metrics, weight_sparsity)
+                     rounds_bar, state_of, val_metrics, weight_sparsity)
 from .result import BaselineResult
 from .round_cache import RoundCache, tensor_digest
 from .schedules import check_schedule, lottery_rates, schedule_plan, weight_share
@@ -143,7 +143,7 @@ def lottery_ticket(net: nn.Module, data: DataBundle, *, sparsity: Optional[Union
                 take(hit)
                 start = r
                 break
-    for r in range(start + 1, rounds + 1):
+    for r in rounds_bar(range(start + 1, rounds + 1), rounds, "lottery rounds", opts, initial=start):
         if cache is not None:
             hit = cache.claim(r, plan)
             if hit is not None:  # another process trained this round meanwhile

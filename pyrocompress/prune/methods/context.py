@@ -41,6 +41,7 @@ class FitOptions:
     estimator: str = "local_reparam"
     kl_weight: float = 1.0
     particles: int = 1
+    progress: bool = False  # progress bars (ETA) of every (re)training and of a method's rounds
 
     @classmethod
     def of(cls, train: Mapping[str, Any], **overrides: Any) -> "FitOptions":
@@ -56,7 +57,7 @@ class FitOptions:
     def plain(self, seed: int) -> dict[str, Any]:
         """Keyword arguments of :func:`~pyrocompress.infer.fit_deterministic` (and the baselines' ``fit_options``)."""
         return {"batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer,
-                "lr_schedule": self.lr_schedule, "device": self.device, "seed": seed}
+                "lr_schedule": self.lr_schedule, "device": self.device, "seed": seed, "progress": self.progress}
 
     def svi(self, seed: int) -> dict[str, Any]:
         """Keyword arguments of :func:`~pyrocompress.infer.fit` (SVI)."""
