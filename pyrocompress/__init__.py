@@ -20,6 +20,8 @@ The packages below are layered (data -> nn -> infer -> diagnostics -> prune -> s
 see docs/architecture.md).
 """
 import importlib
+import sys
+import types
 
 from ._version import __version__
 from .data import DataBundle, from_arrays, load_dataset
@@ -49,3 +51,20 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """The package module: the front door's verbs keep their names when a subpackage of the same name loads.
+
+    Importing ``pyrocompress.prune`` (the subpackage) makes the import system set the attribute
+    ``pyrocompress.prune`` to it; the verb :func:`pyrocompress.prune` keeps the name, as an eager
+    ``from .api import prune`` would (the subpackage is ``sys.modules["pyrocompress.prune"]`` and
+    ``from pyrocompress.prune import ...`` reaches it as always)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

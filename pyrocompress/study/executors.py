@@ -304,7 +304,7 @@ def check_address(address: Optional[str]) -> Optional[str]:
     if address in (None, "", "local"):
         return None
     if not isinstance(address, str) or not _ADDRESS.match(address):
-        raise ValueError(f"--address {address!r} is not a Ray address; give auto, ray://HOST:10001 (Ray client) or "
+        raise UserError(f"--address {address!r} is not a Ray address; give auto, ray://HOST:10001 (Ray client) or "
                          "HOST:6379 (the head node), or leave it out for a local instance")
     return address
 
@@ -312,7 +312,7 @@ def check_address(address: Optional[str]) -> Optional[str]:
 def check_gpus(gpus: float) -> float:
     """GPUs per trial: a number >= 0; fractions share a GPU between trials (0.5: two per GPU)."""
     if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0:
-        raise ValueError(f"--gpus-per-trial must be a number >= 0 (fractions share a GPU), got {gpus!r}")
+        raise UserError(f"--gpus-per-trial must be a number >= 0 (fractions share a GPU), got {gpus!r}")
     return float(gpus)
 
 
@@ -471,7 +471,7 @@ class RayExecutor(Executor):
             raise UserError("the Ray executor needs the optional 'ray' package: pip install 'pyrocompress[ray]' "
                              "(or use --executor local --workers N)")
         if not (isinstance(connect_timeout, (int, float)) and connect_timeout > 0):
-            raise ValueError(f"--connect-timeout must be a positive number of seconds, got {connect_timeout!r}")
+            raise UserError(f"--connect-timeout must be a positive number of seconds, got {connect_timeout!r}")
         import ray  # optional (see ray_available)
 
         self._ray = ray
@@ -492,17 +492,27 @@ class RayExecutor(Executor):
             # workers import pyrocompress from where the driver runs it
             env = {"PYTHONPATH": os.pathsep.join(
                 [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-            try:
-                with _deadline(max(30.0, 3 * connect_timeout), f"connecting to the Ray cluster at {target}"):
-                    ray.init(address=target, log_to_driver=False, logging_level=logging.ERROR,
-                             runtime_env={"env_vars": env})
-            except ClusterError:
-                self.close()
-                raise
-            except Exception as exc:  # noqa: BLE001 - Ray raises many types for a failed connection
-                self.close()
-                raise ClusterError(f"cannot connect to the Ray cluster at {target}: "
-                                   f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            # the instance started here may still be settling on a loaded machine: a few tries; a cluster the
+            # user named gets one (its reachability was checked above)
+            attempts = 3 if self._local is not None else 1
+            for attempt in range(1, attempts + 1):
+                try:
+                    with _deadline(max(30.0, 3 * connect_timeout), f"connecting to the Ray cluster at {target}"):
+                        ray.init(address=target, log_to_driver=False, logging_level=logging.ERROR,
+                                 runtime_env={"env_vars": env})
+                    break
+                except ClusterError:
+                    self.close()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - Ray raises many types for a failed connection
+                    if attempt < attempts:
+                        with contextlib.suppress(Exception):
+                            ray.shutdown()
+                        time.sleep(2.0 * attempt)
+                        continue
+                    self.close()
+                    raise ClusterError(f"cannot connect to the Ray cluster at {target}: {type(exc).__name__}: "
+                                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
             self._connected = True
         resources = ray.cluster_resources()
         self.workers = int(resources.get("CPU", 1))

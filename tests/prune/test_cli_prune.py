@@ -31,11 +31,12 @@ def _check_outputs(out):
     for key in KEYS:
         assert key in metrics, key
     assert (out / "history.csv").is_file() and _rows(out / "history.csv")
-    for name in ("compressed.safetensors", "architecture.json", "compressed.torchscript.pt"):
+    for name in ("compressed.safetensors", "architecture.json", "compressed.pt2"):
         assert (out / name).is_file(), name
+    assert not (out / "compressed.torchscript.pt").exists()  # TorchScript only on request (--torchscript)
     net = pyrocompress.load_compressed(out)
     x = torch.randn(3, 1, 8, 8)
-    torch.testing.assert_close(torch.jit.load(str(out / "compressed.torchscript.pt"))(x), net(x))
+    torch.testing.assert_close(torch.export.load(str(out / "compressed.pt2")).module()(x), net(x))
     return metrics
 
 
