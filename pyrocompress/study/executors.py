@@ -392,18 +392,30 @@ def _token_available() -> bool:
     return Path(path).is_file()
 
 
-def _enable_token_auth() -> None:
+def _enable_token_auth() -> bool:
     """Ray >= 2.5x clusters started with a token require it; ``ray.init`` sends it for an explicit address only
     in token mode (it otherwise retries until it times out). Token mode when a token is at hand and the user
     did not choose (``RAY_AUTH_MODE=disabled`` opts out)."""
     if os.environ.get("RAY_AUTH_MODE") is None and _token_available():
         os.environ["RAY_AUTH_MODE"] = "token"
-        try:  # Ray caches its configuration at import: make it read the mode again (private, best effort)
-            from ray._raylet import Config  # ray is optional (see ray_available)
+        _reload_ray_config()
+        return True  # set for this connection only: close() takes it back (_disable_token_auth)
+    return False
 
-            Config.initialize("")
-        except Exception:  # noqa: BLE001 - older Ray versions have no token mode at all
-            pass
+
+def _disable_token_auth() -> None:
+    """Undo :func:`_enable_token_auth`: the process's environment (and Ray's cached configuration) as before."""
+    os.environ.pop("RAY_AUTH_MODE", None)
+    _reload_ray_config()
+
+
+def _reload_ray_config() -> None:
+    try:  # Ray caches its configuration at import: make it read the mode again (private, best effort)
+        from ray._raylet import Config  # ray is optional (see ray_available)
+
+        Config.initialize("")
+    except Exception:  # noqa: BLE001 - older Ray versions have no token mode at all
+        pass
 
 
 def _reach(address: str, timeout: float) -> None:
@@ -481,8 +493,9 @@ class RayExecutor(Executor):
         self._local: Optional[LocalRay] = None
         self._connected = False
         self._pending: dict[Any, Any] = {}
+        self._set_auth_mode = False
         if not ray.is_initialized():
-            _enable_token_auth()
+            self._set_auth_mode = _enable_token_auth()
             if self.address is None:
                 self._local = LocalRay(workers, None)
                 target = self._local.address
@@ -598,6 +611,9 @@ class RayExecutor(Executor):
         if self._local is not None:
             self._local.stop()
             self._local = None
+        if getattr(self, "_set_auth_mode", False):  # the process's environment as it was before this executor
+            _disable_token_auth()
+            self._set_auth_mode = False
 
 
 def make_executor(name: str = "local", workers: int = 1, address: Optional[str] = None,

@@ -77,9 +77,20 @@ def test_two_workers_give_the_same_numbers_as_one(tmp_path):
 @pytest.mark.skipif(not ray_available(), reason="the optional 'ray' package is not installed "
                                                  "(pip install 'pyrocompress[ray]' to run this test)")
 def test_ray_executor_on_a_local_instance_matches_local(tmp_path):
-    cfg = parse_config(TINY.replace("seeds = [0, 1]", "seeds = [3]"))
+    import subprocess
+    import sys
+
+    text = TINY.replace("seeds = [0, 1]", "seeds = [3]")
+    cfg = parse_config(text)
     local = run_study(cfg, tmp_path / "local", progress=False)
-    ray_run = run_study(cfg, tmp_path / "ray", executor="ray", workers=2, progress=False)
-    assert local.ok and ray_run.ok
+    # the Ray driver in a fresh interpreter: Ray keeps per-process state (its token, its configuration) that
+    # another test's cluster in this process would leave behind
+    (tmp_path / "tiny.toml").write_text(text)
+    code = ("import sys; from pyrocompress.study.config import load_config; from pyrocompress.study.runner import "
+            "run_study; r = run_study(load_config(sys.argv[1]), sys.argv[2], executor='ray', workers=2, "
+            "progress=False); sys.exit(0 if r.ok else 1)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tiny.toml"), str(tmp_path / "ray")],
+                          capture_output=True, text=True, timeout=600)
+    assert local.ok and proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     pd.testing.assert_frame_equal(_numbers(tmp_path / "local"), _numbers(tmp_path / "ray"), check_exact=False,
                                   rtol=1e-9, atol=0)
