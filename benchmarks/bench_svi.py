@@ -11,6 +11,9 @@ Per network (LeNet-300-100 and kernelnet N=32) it times:
   ``pyrocompress.fit`` uses), so the floor is the best of the two;
 * ``pyrocompress_lrt`` / ``_flipout`` / ``_ws``: pyrocompress's lean ELBO with each estimator;
 * ``pyrocompress_fit_lrt``: the same through ``pyrocompress.fit`` (its whole loop per step);
+* ``pyrocompress_lrt_<prior>``: the lean ELBO with local reparameterization under each
+  sparsity-inducing prior (``log_uniform``; ``group_horseshoe`` / ``group_log_uniform`` on the
+  hidden units with a log-uniform output layer), reported against the N(0, 1) step (target 1.2x);
 * ``textbook_pyro``: PyroSample Normal priors on every weight, AutoNormal, Trace_ELBO, SVI.
 
 It prints a table of median ms/step and the ratios the targets are stated in
@@ -157,6 +160,21 @@ def build_variants(model_name: str, device: torch.device):
             opt_p.step()
         variants[f"pyrocompress_{tag}"] = pc_step
 
+    # the sparsity-inducing priors (issue 13), local reparameterization: each against the N(0, 1) step above
+    for tag, prior in SPARSE_PRIORS.items():
+        model = BayesianModel.from_module(arch, CLASSES, prior=prior, dataset_size=N_DATA).to(device)
+        guide = pc.make_guide(model).to(device)
+        elbo = MeanFieldELBO(estimator="local_reparam")
+        params = list(model.parameters()) + list(guide.parameters())
+        opt_p = make_optimizer("adam", params, 1e-3, None)
+
+        def prior_step(model=model, guide=guide, elbo=elbo, opt_p=opt_p):
+            opt_p.zero_grad(set_to_none=True)
+            nll, kl = elbo.loss_terms(model, guide, x, y)
+            (nll + kl).backward()
+            opt_p.step()
+        variants[f"pyrocompress_lrt_{tag}"] = prior_step
+
     # the whole pyrocompress.fit loop, timed per step over one short epoch
     fit_model = BayesianModel.from_module(arch, CLASSES).to(device)
     fit_guide = pc.make_guide(fit_model).to(device)
@@ -177,6 +195,11 @@ def build_variants(model_name: str, device: torch.device):
         svi.step(x, y)
     variants["textbook_pyro"] = textbook_step
     return variants
+
+
+#: the sparsity-inducing priors timed against the default N(0, 1) prior (same estimator, same network)
+SPARSE_PRIORS = {"log_uniform": "log_uniform", "group_horseshoe": {"default": "group_horseshoe", "output": "log_uniform"},
+                 "group_log_uniform": {"default": "group_log_uniform", "output": "log_uniform"}}
 
 
 def time_variants(variants, rounds: int, steps: int, device: torch.device):
@@ -229,6 +252,7 @@ def main(argv=None) -> dict:
             "textbook_vs_ws": ms["textbook_pyro"] / ms["pyrocompress_ws"],
             "lrt_vs_deterministic": ms["pyrocompress_lrt"] / ms["deterministic"],
             "floor_lrt_vs_deterministic": ms["floor_lrt"] / ms["deterministic"],
+            **{f"{tag}_vs_lrt": ms[f"pyrocompress_lrt_{tag}"] / ms["pyrocompress_lrt"] for tag in SPARSE_PRIORS},
         }
         results["models"][model_name] = {"ms_per_step": ms, "ratios": ratios}
         print(f"\n{model_name} ({device}, {torch.get_num_threads()} threads), median ms/step:")
