@@ -332,10 +332,16 @@ class MeanFieldGuide(nn.Module):
         layers = dict(model.bayes_layers()) if layers is None else layers
         for layer_name, site, full in self._sites:
             loc = self.loc[site_key(full)]
+            log_scale = self.log_scale[site_key(full)]
             scale = scales[full] if scales is not None else self._own_scale(full, expand=False)
+            prior = layers[layer_name].prior_of(site)
+            if log_scale.shape == loc.shape and hasattr(prior, "kl_log_scale"):  # fewer passes over the weights
+                term = prior.kl_log_scale(loc, log_scale, scale)
+                total = term if total is None else total + term
+                continue
             if scale.shape != loc.shape:
                 scale = scale.expand_as(loc)
-            term = layers[layer_name].prior_of(site).kl(loc, scale)
+            term = prior.kl(loc, scale)
             total = term if total is None else total + term
         for post in self.group_scales.values():
             total = total + post.kl(total)

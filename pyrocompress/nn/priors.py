@@ -120,6 +120,16 @@ class NormalPrior(Prior):
             + loc.numel() * (2.0 * math.log(self.scale) - 1.0)
         )
 
+    def kl_log_scale(self, loc, log_scale, scale):
+        """:meth:`kl` from a log-parametrised guide: ``log_scale`` (with ``scale`` = its exponential, already
+        computed for the forward pass) spares a log and its backward over every weight, every step."""
+        inv_var = 1.0 / (self.scale * self.scale)
+        return 0.5 * (
+            (scale.square().sum() + loc.square().sum()) * inv_var
+            - 2.0 * log_scale.sum()
+            + loc.numel() * (2.0 * math.log(self.scale) - 1.0)
+        )
+
     def to_config(self):
         return {"name": self.name, "scale": self.scale}
 
@@ -242,11 +252,14 @@ class LogUniformPrior(Prior):
         return LogUniformImproper(torch.Size(shape), like)
 
     def log_alpha(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """log(sigma^2 / theta^2), clipped; +clip where theta is exactly 0 (a deleted weight)."""
-        deleted = loc == 0
-        theta2 = torch.where(deleted, torch.ones_like(loc), loc.square())
-        value = (2.0 * torch.log(scale) - torch.log(theta2)).clamp(-self.log_alpha_clip, self.log_alpha_clip)
-        return torch.where(deleted, torch.full_like(value, self.log_alpha_clip), value)
+        """log(sigma^2 / theta^2), clipped; +clip where theta is exactly 0 (a deleted weight).
+
+        theta^2 is floored at the smallest normal float, so a deleted weight's ratio overflows
+        the clip (for any sigma above 1e-15) without a branch: one log of one quotient, the
+        fewest elementwise passes over the weights (this runs every step)."""
+        tiny = torch.finfo(loc.dtype).tiny
+        return torch.log(scale.square() / loc.square().clamp_min(tiny)).clamp(-self.log_alpha_clip,
+                                                                             self.log_alpha_clip)
 
     def kl_elementwise(self, loc, scale):
         la = self.log_alpha(loc, scale)
@@ -254,7 +267,22 @@ class LogUniformPrior(Prior):
         return -neg_kl
 
     def kl(self, loc, scale):
-        return self.kl_elementwise(loc, scale).sum()
+        return self._kl_of_log_alpha(self.log_alpha(loc, scale))
+
+    def kl_log_scale(self, loc, log_scale, scale):
+        """:meth:`kl` from a log-parametrised guide: log alpha = 2 log sigma - log theta^2 without the
+        exponential's round trip (see :meth:`log_alpha` for theta = 0)."""
+        tiny = torch.finfo(loc.dtype).tiny
+        la = (2.0 * log_scale - torch.log(loc.square().clamp_min(tiny))).clamp(-self.log_alpha_clip,
+                                                                            self.log_alpha_clip)
+        return self._kl_of_log_alpha(la)
+
+    @staticmethod
+    def _kl_of_log_alpha(la: torch.Tensor) -> torch.Tensor:
+        # the sum of kl_elementwise with the constants taken out of the sum and softplus(-x) = softplus(x) - x
+        return (_SVD_K1 * la.numel() - _SVD_K1 * torch.sigmoid(torch.add(la, _SVD_K2 / _SVD_K3, alpha=1.0)
+                                                                .mul_(_SVD_K3)).sum()
+                + 0.5 * (torch.nn.functional.softplus(la).sum() - la.sum()))
 
     def deletion_rule(self) -> DeletionRule:
         return DeletionRule("log_alpha", -self.threshold, f"log alpha > {self.threshold:g} (Molchanov et al. 2017)")

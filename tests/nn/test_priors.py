@@ -82,3 +82,22 @@ def test_prior_specs_and_errors():
     assert isinstance(resolve_prior(spec, "fc3", "linear", is_output=True), LogUniformPrior)
     assert resolve_prior(spec, "fc2", "linear").name == "normal"
     assert resolve_prior(spec, "conv1", "conv").name == "group_horseshoe"
+
+
+@pytest.mark.parametrize("prior", [NormalPrior(0.3), LogUniformPrior()])
+def test_kl_from_the_log_scale_equals_the_kl_from_the_scale_with_the_same_gradients(prior):
+    """The guide passes its log-scales to the KL (fewer passes per step): same value, same gradients."""
+    torch.manual_seed(0)
+    loc = torch.randn(50, dtype=torch.float64)
+    loc[:3] = 0.0  # deleted weights
+    log_scale = (torch.rand(50, dtype=torch.float64) * 6 - 8).requires_grad_()
+    loc.requires_grad_()
+    a = prior.kl(loc, log_scale.exp())
+    ga = torch.autograd.grad(a, (loc, log_scale))
+    b = prior.kl_log_scale(loc, log_scale, log_scale.exp())
+    gb = torch.autograd.grad(b, (loc, log_scale))
+    assert float(a.detach()) == pytest.approx(float(b.detach()), rel=1e-12)
+    elementwise = prior.kl_elementwise(loc, log_scale.exp()).sum().detach()
+    assert float(a.detach()) == pytest.approx(float(elementwise), rel=1e-12)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y)
