@@ -1,4 +1,4 @@
-"""Print the Markdown table of docs/results.md section 7 from the JSON files in results/.
+"""Print the Markdown table of docs/results.md section 7 from the JSON files in measured/.
 
     python experiments/sparse_vd/table.py
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "measured"
 
 #: file -> what the row is (in the order of the table)
 ROWS = {
