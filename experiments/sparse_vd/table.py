@@ -21,6 +21,8 @@ ROWS = {
     "svd60.json": "sparse VD, scale_lr 1e-2, 10% validation split, 60 epochs",
     "svd60_from30.json": "sparse VD from the 30-epoch twin, scale_lr 1e-2, 30 + 60 epochs",
     "bc60.json": "bayesian_compression recipe (group horseshoe, log-uniform output), 60 epochs",
+    "bc60_gs1e-3.json": "the same, horseshoe global scale 1e-3 (recipe: 1e-5), 60 epochs",
+    "bc60_gs1e-1.json": "the same, horseshoe global scale 1e-1, 60 epochs",
 }
 
 
