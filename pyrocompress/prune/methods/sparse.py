@@ -51,8 +51,34 @@ BAYESIAN_COMPRESSION_RECIPE: dict[str, Any] = {"prior": {"default": "group_horse
                                                "kl_anneal_epochs": 5, "lr_schedule": "linear"}
 
 
-def _priors(ctx: Context) -> dict[str, Any]:
-    return {name: layer.prior for name, layer in ctx.run.model.bayes_layers()}
+class _PriorRuleMethod(Method):
+    """What the two sparsity-prior routes share: a training recipe of their own, the prior's
+    automatic rule as the default target (a study's grid only without it), and the refusal of a
+    network trained without the prior they read."""
+
+    targets = (Sparsity, Compression, Threshold, AutoThreshold, None)
+    starts = (Kind.BAYESIAN,)
+    #: the training options the method's network gets (over the study's; ``[methods.train]`` wins)
+    RECIPE: ClassVar[dict[str, Any]] = {}
+    #: the prior at least one Bayesian layer must have, and how to train such a network
+    NEEDS: ClassVar[type] = object
+    NEEDS_WHAT: ClassVar[str] = ""
+    TRAIN_HINT: ClassVar[str] = ""
+
+    def recipe(self) -> Recipe:
+        return Recipe(self.start(), {**self.RECIPE, **self.train})
+
+    def uses_grid(self) -> bool:
+        return not self.options.auto_threshold
+
+    def default_target(self) -> Optional[Target]:
+        return AutoThreshold(self.options.min_separation) if self.options.auto_threshold else None
+
+    def _check_prior(self, ctx: Context) -> None:
+        priors = {name: layer.prior for name, layer in ctx.run.model.bayes_layers()}
+        if not any(isinstance(p, self.NEEDS) for p in priors.values()):
+            raise UserError(f"{self.name} prunes a network trained with {self.NEEDS_WHAT}; {ctx.run.path} has "
+                            f"{ {n: p.name for n, p in priors.items()} }: {self.TRAIN_HINT}")
 
 
 @dataclass(frozen=True)
@@ -69,30 +95,19 @@ class SparseVDOptions:
     KEY_ALIASES: ClassVar[dict[str, str]] = {"ignore": "ignored_layers"}
 
 
-class SparseVD(Method):
+class SparseVD(_PriorRuleMethod):
     """Sparse variational dropout: a log-uniform prior, weights with log alpha > 3 deleted."""
 
     name = "sparse_vd"
     description = "sparse variational dropout (Molchanov 2017): log-uniform prior, log alpha > 3 deleted"
     Options = SparseVDOptions
-    targets = (Sparsity, Compression, Threshold, AutoThreshold, None)
-    starts = (Kind.BAYESIAN,)
-
-    def recipe(self) -> Recipe:
-        return Recipe(self.start(), {**SPARSE_VD_RECIPE, **self.train})
-
-    def uses_grid(self) -> bool:
-        return not self.options.auto_threshold
-
-    def default_target(self) -> Optional[Target]:
-        return AutoThreshold(self.options.min_separation) if self.options.auto_threshold else None
+    RECIPE = SPARSE_VD_RECIPE
+    NEEDS = LogUniformPrior
+    NEEDS_WHAT = "the log-uniform prior"
+    TRAIN_HINT = "train it with `pyrocompress train --prior log_uniform` (or use --method bayes for other posteriors)"
 
     def run(self, ctx: Context, target: Optional[Target]) -> Pruned:
-        priors = _priors(ctx)
-        if not any(isinstance(p, LogUniformPrior) for p in priors.values()):
-            raise UserError(f"sparse_vd prunes a network trained with the log-uniform prior; {ctx.run.path} has "
-                             f"{ {n: p.name for n, p in priors.items()} }: train it with `pyrocompress train --prior "
-                             "log_uniform` (or use --method bayes for other posteriors)")
+        self._check_prior(ctx)
         o = self.options
         target = target if target is not None else AutoThreshold(o.min_separation)
         result = prune_posterior(ctx, target, score=o.score, structure=Structure.WEIGHT, scope=o.scope,
@@ -117,31 +132,21 @@ class BayesianCompressionOptions:
     KEY_ALIASES: ClassVar[dict[str, str]] = {"ignore": "ignored_layers"}
 
 
-class BayesianCompression(Method):
+class BayesianCompression(_PriorRuleMethod):
     """Bayesian Compression: group-prior units switched off by the posterior, deleted physically."""
 
     name = "bayesian_compression"
     description = ("Bayesian Compression (Louizos 2017): group horseshoe units, the ones the posterior switches off "
                    "deleted physically")
     Options = BayesianCompressionOptions
-    targets = (Sparsity, Compression, Threshold, AutoThreshold, None)
-    starts = (Kind.BAYESIAN,)
-
-    def recipe(self) -> Recipe:
-        return Recipe(self.start(), {**BAYESIAN_COMPRESSION_RECIPE, **self.train})
-
-    def uses_grid(self) -> bool:
-        return not self.options.auto_threshold
-
-    def default_target(self) -> Optional[Target]:
-        return AutoThreshold(self.options.min_separation) if self.options.auto_threshold else None
+    RECIPE = BAYESIAN_COMPRESSION_RECIPE
+    NEEDS = GroupScalePrior
+    NEEDS_WHAT = "a group prior"
+    TRAIN_HINT = ("train it with e.g. `pyrocompress train --prior '{\"default\": \"group_horseshoe\", "
+                  "\"output\": \"log_uniform\"}'`")
 
     def run(self, ctx: Context, target: Optional[Target]) -> Pruned:
-        priors = _priors(ctx)
-        if not any(isinstance(p, GroupScalePrior) for p in priors.values()):
-            raise UserError(f"bayesian_compression prunes a network trained with a group prior; {ctx.run.path} has "
-                             f"{ {n: p.name for n, p in priors.items()} }: train it with e.g. `pyrocompress train "
-                             "--prior '{\"default\": \"group_horseshoe\", \"output\": \"log_uniform\"}'`")
+        self._check_prior(ctx)
         o = self.options
         target = target if target is not None else AutoThreshold(o.min_separation)
         units = prune_posterior(ctx, target, score=o.score, structure=Structure.UNIT, scope=o.scope,
