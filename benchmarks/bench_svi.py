@@ -146,34 +146,25 @@ def build_variants(model_name: str, device: torch.device):
             opt_f.step()
         variants[f"floor_{tag}"] = floor_step
 
-    for est, tag in (("local_reparam", "lrt"), ("flipout", "flipout"), ("weight_sampling", "ws")):
-        model = BayesianModel.from_module(arch, CLASSES, dataset_size=N_DATA).to(device)
-        guide = pc.make_guide(model).to(device)
-        elbo = MeanFieldELBO(estimator=est)
-        params = list(model.parameters()) + list(guide.parameters())
-        opt_p = make_optimizer("adam", params, 1e-3, None)  # what pyrocompress.fit uses
-
-        def pc_step(model=model, guide=guide, elbo=elbo, opt_p=opt_p):
-            opt_p.zero_grad(set_to_none=True)
-            nll, kl = elbo.loss_terms(model, guide, x, y)
-            (nll + kl).backward()
-            opt_p.step()
-        variants[f"pyrocompress_{tag}"] = pc_step
-
-    # the sparsity-inducing priors (issue 13), local reparameterization: each against the N(0, 1) step above
-    for tag, prior in SPARSE_PRIORS.items():
+    def lean_step(estimator: str, prior="normal"):
+        """One step of pyrocompress's lean ELBO with ``estimator`` under ``prior``, fit's optimiser."""
         model = BayesianModel.from_module(arch, CLASSES, prior=prior, dataset_size=N_DATA).to(device)
         guide = pc.make_guide(model).to(device)
-        elbo = MeanFieldELBO(estimator="local_reparam")
-        params = list(model.parameters()) + list(guide.parameters())
-        opt_p = make_optimizer("adam", params, 1e-3, None)
+        elbo = MeanFieldELBO(estimator=estimator)
+        opt_p = make_optimizer("adam", list(model.parameters()) + list(guide.parameters()), 1e-3, None)
 
-        def prior_step(model=model, guide=guide, elbo=elbo, opt_p=opt_p):
+        def step():
             opt_p.zero_grad(set_to_none=True)
             nll, kl = elbo.loss_terms(model, guide, x, y)
             (nll + kl).backward()
             opt_p.step()
-        variants[f"pyrocompress_lrt_{tag}"] = prior_step
+        return step
+
+    for est, tag in (("local_reparam", "lrt"), ("flipout", "flipout"), ("weight_sampling", "ws")):
+        variants[f"pyrocompress_{tag}"] = lean_step(est)
+    # the sparsity-inducing priors (issue 13), local reparameterization: each against the N(0, 1) step above
+    for tag, prior in SPARSE_PRIORS.items():
+        variants[f"pyrocompress_lrt_{tag}"] = lean_step("local_reparam", prior)
 
     # the whole pyrocompress.fit loop, timed per step over one short epoch
     fit_model = BayesianModel.from_module(arch, CLASSES).to(device)
