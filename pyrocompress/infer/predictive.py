@@ -22,6 +22,7 @@ Seeding torch (``pyro.set_rng_seed``) makes a predictive reproducible.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -94,14 +95,28 @@ def _check_count(name: str, value, allow_none: bool = False) -> Optional[int]:
     return value
 
 
+def _unfolded_elements(module: nn.Module, output) -> int:
+    """Elements of a convolution's unfolded input (im2col: in_channels / groups x kernel area x
+    output positions) for one example, the workspace a CPU convolution may allocate; 0 otherwise."""
+    kernel = getattr(module, "kernel_size", None)
+    if not isinstance(output, torch.Tensor) or output.dim() != 4 or not isinstance(kernel, tuple):
+        return 0
+    channels = int(getattr(module, "in_channels", 0)) // int(getattr(module, "groups", 1) or 1)
+    return channels * math.prod(kernel) * output.shape[-2] * output.shape[-1]
+
+
 def _leaf_sizes(net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x1: torch.Tensor) -> list[int]:
-    """Elements of (input + output) of every leaf layer for one example: one probe forward."""
+    """Elements of (input + output) of every leaf layer for one example, and of a convolution's
+    unfolded input (:func:`_unfolded_elements`): one probe forward."""
     sizes: list[int] = []
 
     def hook(module, inputs, output):
         first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         sizes.append((first.numel() if first is not None else 0)
                      + (output.numel() if isinstance(output, torch.Tensor) else 0))
+        unfolded = _unfolded_elements(module, output)
+        if unfolded:
+            sizes.append(unfolded)
 
     handles = [m.register_forward_hook(hook) for m in net.modules()
                if isinstance(m, BayesLayer) or not any(True for _ in m.children())]

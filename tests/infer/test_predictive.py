@@ -194,6 +194,28 @@ def test_batch_size_follows_the_memory_budget():
     assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_batch_size_counts_a_convolutions_unfolded_input():
+    """A CPU convolution may unfold its input (in_channels x kernel area x output positions per
+    example): LeNet-5's second convolution unfolds 500 x 64 = 32,000 elements, more than any
+    activation, and the batch is sized from it (an unfolded buffer past glibc's mmap threshold is
+    mapped afresh every batch: kernel time)."""
+    from pyrocompress.infer.predictive import _leaf_sizes
+    from pyrocompress.nn.zoo import build_model
+
+    net = build_model("lenet5", (1, 28, 28), 10)
+    x1 = torch.zeros(1, 1, 28, 28)
+    assert max(_leaf_sizes(net, net, x1)) == 20 * 5 * 5 * 8 * 8
+    model = BayesianModel.from_module(build_model("lenet5", (1, 28, 28), 10), 10)
+    guide = make_guide(model)
+
+    def probe(xb):
+        with FrozenDraw(guide):
+            return model.net(xb)
+    assert max(_leaf_sizes(model.net, probe, x1)) == 20 * 5 * 5 * 8 * 8  # Bayesian conv layers alike
+    dense = nn.Sequential(nn.Flatten(), nn.Linear(784, 300))
+    assert max(_leaf_sizes(dense, dense, x1)) == 2 * 784  # no convolution: activations only (the Flatten)
+
+
 def test_network_probs_and_evaluate_of_a_plain_network(digits):
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     x = digits.test.x
