@@ -54,6 +54,25 @@ def lognormal_kl(loc: torch.Tensor, log_scale: torch.Tensor, prior: dist.Distrib
     return neg_entropy - expected_log_p
 
 
+def _lognormal_kl_terms(prior: dist.Distribution) -> tuple[float, float, float, float]:
+    """(sign, c, rate, constant) with KL(LogNormal(m, s^2) || prior) = rate exp(sign m + s^2 / 2)
+    - (1 + c) m - log s + constant, for a Gamma (sign +1, c = k - 1) or inverse-Gamma (sign -1,
+    c = -(k + 1)) prior of constant parameters (see :func:`lognormal_kl`)."""
+    base = prior.base_dist if isinstance(prior, dist.Independent) else prior
+    while isinstance(base, dist.ExpandedDistribution):
+        base = base.base_dist
+    k = float(base.concentration.reshape(-1)[0])
+    rate = float(base.rate.reshape(-1)[0])
+    if isinstance(base, dist.InverseGamma):
+        sign, c = -1.0, -(k + 1.0)
+    elif isinstance(base, dist.Gamma):
+        sign, c = 1.0, k - 1.0
+    else:
+        raise TypeError(f"no closed-form KL of a log-normal from {type(base).__name__}; expected Gamma or InverseGamma")
+    constant = -(0.5 + 0.5 * math.log(2 * math.pi)) - (k * math.log(rate) - math.lgamma(k))
+    return sign, c, rate, constant
+
+
 class LogNormalScales(nn.Module):
     """Log-normal posteriors over the scale sites of a group prior whose z is a product of powers.
 
@@ -92,6 +111,11 @@ class LogNormalScales(nn.Module):
                 value = target - float(self.loc[partner].detach().reshape(-1)[0])
             self.loc[suffix] = nn.Parameter(torch.full(shape, value))
             self.log_scale[suffix] = nn.Parameter(torch.full(shape, math.log(init_scale)))
+        # the priors' constants, read once: the KL of every step is then a few elementwise ops
+        # (building the Gamma / inverse-Gamma distributions and their lgamma each step cost a
+        # third of a LeNet-300-100 SVI step)
+        self._kl_terms = {suffix: _lognormal_kl_terms(self.prior.scale_site_distribution(suffix, 1, like))
+                          for suffix in self.kinds}
 
     # ---------------------------------------------------------------- moments of log z
     def _log_z(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -142,11 +166,14 @@ class LogNormalScales(nn.Module):
         return values
 
     def kl(self, like: torch.Tensor) -> torch.Tensor:
-        """KL(q || p) of all scale sites, closed form."""
+        """KL(q || p) of all scale sites, closed form (:func:`lognormal_kl`'s, from constants read once)."""
         total = like.new_zeros(())
-        for suffix in self.kinds:
-            prior = self.prior.scale_site_distribution(suffix, self.units, like)
-            total = total + lognormal_kl(self.loc[suffix], self.log_scale[suffix], prior).sum()
+        for suffix, (sign, log_coefficient, rate, constant) in self._kl_terms.items():
+            loc, log_scale = self.loc[suffix], self.log_scale[suffix]
+            # -entropy - E[log p] = -(m + log s) - c m + rate E[x^sign] + const, E[x^sign] = exp(sign m + s^2 / 2)
+            kl = rate * torch.exp(sign * loc + 0.5 * torch.exp(2.0 * log_scale)) - (1.0 + log_coefficient) * loc \
+                - log_scale
+            total = total + kl.sum() + constant * loc.numel()
         return total
 
     def scale_parameters(self) -> list[nn.Parameter]:

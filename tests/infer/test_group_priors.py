@@ -41,6 +41,27 @@ def test_lognormal_kl_matches_monte_carlo(prior):
     torch.testing.assert_close(lognormal_kl(loc, log_scale, prior), mc, rtol=0.02, atol=0.01)
 
 
+def test_scale_posterior_kl_equals_the_sum_of_the_sites_lognormal_kls():
+    """LogNormalScales.kl reads the priors' constants once; it must equal lognormal_kl of every site, gradients too."""
+    from pyrocompress.infer.scales import LogNormalScales
+
+    prior = GroupHorseshoePrior(global_scale=1e-3)
+    scales = LogNormalScales(prior, 7, 0.05, 0.1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for suffix in scales.kinds:
+            scales.loc[suffix].add_(torch.randn_like(scales.loc[suffix]))
+            scales.log_scale[suffix].add_(0.3 * torch.randn_like(scales.log_scale[suffix]))
+    like = torch.zeros(())
+    reference = sum(lognormal_kl(scales.loc[s], scales.log_scale[s], prior.scale_site_distribution(s, 7, like)).sum()
+                    for s in scales.kinds)
+    fast = scales.kl(like)
+    assert torch.allclose(fast, reference, rtol=1e-5)
+    params = list(scales.parameters())
+    for a, b in zip(torch.autograd.grad(fast, params), torch.autograd.grad(reference, params)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_gamma_times_inverse_gamma_is_the_half_cauchy():
     """sqrt(a b), a ~ Gamma(1/2, rate 1/tau^2), b ~ InvGamma(1/2, 1): the horseshoe's C+(0, tau)."""
     prior, like = GroupHorseshoePrior(global_scale=0.3), torch.zeros(())
