@@ -219,7 +219,7 @@ class NormalScales(nn.Module):
         return self.prior_log_uniform().log_alpha(self.loc, torch.exp(self.log_scale))
 
     def prior_log_uniform(self) -> LogUniformPrior:
-        return LogUniformPrior(self.prior.threshold, self.prior.log_alpha_clip)
+        return self.prior.unit_log_uniform()
 
     def sample(self, batch: Optional[int] = None) -> torch.Tensor:
         shape = (self.units,) if batch is None else (batch, self.units)

@@ -413,7 +413,8 @@ class GroupLogUniformPrior(GroupScalePrior):
     closed_form_kl: bool = True
 
     def __post_init__(self) -> None:
-        LogUniformPrior(self.threshold, self.log_alpha_clip)  # the same validation
+        # the same validation; kept, since the scale KL of every SVI step is its KL
+        self._unit_prior = LogUniformPrior(self.threshold, self.log_alpha_clip)
 
     def scale_sites(self) -> dict[str, str]:
         return {"group_scale": "group"}
@@ -428,7 +429,11 @@ class GroupLogUniformPrior(GroupScalePrior):
 
     def scale_kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """KL(N(loc, scale^2) || 1/|z|) per unit, sparse variational dropout's approximation."""
-        return LogUniformPrior(self.threshold, self.log_alpha_clip).kl_elementwise(loc, scale)
+        return self._unit_prior.kl_elementwise(loc, scale)
+
+    def unit_log_uniform(self) -> LogUniformPrior:
+        """The log-uniform prior of one unit scale (its KL approximation and log alpha clip)."""
+        return self._unit_prior
 
     def deletion_rule(self) -> DeletionRule:
         return DeletionRule("unit_log_alpha", -self.threshold,
