@@ -136,6 +136,11 @@ class CategoricalLikelihood(Likelihood):
         self.num_classes = int(num_classes)
 
     def distribution(self, logits: torch.Tensor) -> dist.Distribution:
+        if logits.dim() != 2 or logits.shape[-1] != self.num_classes:
+            # a wrong shape would broadcast against the labels into a wrong likelihood, silently
+            raise UserError(f"the network's output has shape {tuple(logits.shape)}; the categorical likelihood "
+                             f"needs (batch, {self.num_classes}) logits: flatten the input before the first Linear "
+                             "layer (nn.Flatten()) and end with num_classes outputs")
         return dist.Categorical(logits=logits)
 
     def nll(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -79,3 +79,18 @@ def test_architecture_description_round_trip():
         describe(nn.Sequential(nn.LSTM(3, 3)))
     with pytest.raises(ArchitectureError):
         build({"format": "other"})
+
+
+def test_categorical_likelihood_refuses_logits_that_would_broadcast():
+    """from_arrays gives features as (N, 1, 1, F): a Linear without a Flatten returns (N, 1, 1, C)
+    logits, which would broadcast against the labels into a wrong likelihood without a word."""
+    import pyro
+    from pyrocompress.errors import UserError
+    from pyrocompress.nn import BayesianModel
+
+    x, y = torch.randn(5, 1, 1, 4), torch.randint(0, 2, (5,))
+    model = BayesianModel.from_module(torch.nn.Sequential(torch.nn.Linear(4, 2)), 2)
+    with pyro.poutine.trace(), pytest.raises(UserError, match=r"\(5, 1, 1, 2\).*nn.Flatten"):
+        model(x, y)
+    flat = BayesianModel.from_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), 2)
+    assert flat(x, y).shape == (5,)
