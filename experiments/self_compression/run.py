@@ -50,6 +50,10 @@ METHODS = {
     # exact rectified-Gaussian ReLU moments and Clark's max-pooling moments
     "bayes_mp_exact": {"estimator": "moment_propagation", "guide": "group_scale"},
     "bayes_lrt": {"estimator": "local_reparam", "guide": "group_scale"},
+    # issue 13: a prior built to switch kernels off, Bayesian Compression's group horseshoe over the
+    # kernels (a log-uniform output layer), with its recipe; it keeps this prior whatever --prior says
+    "bayes_hs": {"estimator": "weight_sampling", "prior": {"default": "group_horseshoe", "output": "log_uniform"},
+                 "kl_anneal_epochs": 5, "lr_schedule": "linear"},
     "vanilla": {"deterministic": True},
 }
 
@@ -150,7 +154,7 @@ def run(args) -> dict:
                 t0 = time.perf_counter()
                 opts = dict(METHODS[method])
                 if not opts.get("deterministic"):
-                    opts["prior"] = args.prior
+                    opts.setdefault("prior", args.prior)
                 cfg = TrainConfig(dataset=args.dataset, model="kernelnet", model_options={"kernels": n},
                                   epochs=args.epochs, lr=args.lr, seed=seed, device=str(device),
                                   eval_samples=args.eval_samples, limit=args.limit, **opts)
@@ -191,7 +195,7 @@ def run(args) -> dict:
 
     seconds = time.perf_counter() - start
     header = (f"# Self-compression experiment ({args.dataset}, epochs {args.epochs}, seeds {args.seeds}, "
-              f"prior {args.prior}, limit {args.limit}, {seconds:.0f} s on {device})\n\n")
+              f"prior {args.prior} (bayes_hs: the group horseshoe), limit {args.limit}, {seconds:.0f} s on {device})\n\n")
     summary = summarize(out, trials, deletion_rows, norms_rows, header, extra={"args": vars(args), "seconds": seconds})
     return {"trials": trials, "summary": summary, "seconds": seconds}
 

@@ -29,7 +29,7 @@ def test_self_compression_experiment_smoke(tmp_path):
           "--epochs", "1", "--max-rounds", "2", "--delete-fractions", "0", "0.5", "--finetune-fractions", "0.5",
           "--prior", "normal:0.1", "--out", str(out)], tmp_path)
     rows = _rows(out / "trials.csv")
-    assert {r["method"] for r in rows} == {"bayes_mp", "bayes_mp_exact", "bayes_lrt", "vanilla"}
+    assert {r["method"] for r in rows} == {"bayes_mp", "bayes_mp_exact", "bayes_lrt", "bayes_hs", "vanilla"}
     assert "prior normal:0.1" in (out / "summary.md").read_text()
     assert all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)
     assert (out / "summary.md").is_file() and (out / "norm_hist_N6.png").is_file()
