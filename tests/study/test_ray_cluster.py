@@ -173,11 +173,11 @@ def test_a_wrong_address_fails_at_once_in_one_line(capsys, tmp_path, tiny_toml):
         check_address("http://head")
 
 
-def _driver(tmp_path, out, extra=""):
+def _driver(tmp_path, out, extra="", config=ONE_SEED):
     script = (f"import sys; from pyrocompress.cli import main; "
               f"sys.exit(main(['study', {str(tmp_path / 'tiny.toml')!r}, '--executor', 'ray', '--workers', '2', "
               f"'--out', {str(out)!r}, '--quiet', '--no-report'{extra}]))")
-    (tmp_path / "tiny.toml").write_text(ONE_SEED)
+    (tmp_path / "tiny.toml").write_text(config)
     tmp = tmp_path / "t"
     tmp.mkdir(exist_ok=True)
     env = dict(os.environ, TMPDIR="/tmp", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
@@ -200,8 +200,10 @@ def _local_instances() -> set[str]:
 
 
 def test_ctrl_c_prints_one_line_and_killing_the_driver_leaves_no_ray_process(tmp_path):
+    # two seeds (12 trials): the interrupt must land while trials remain; with the one-seed study
+    # the last of its 6 trials could finish first (the driver then exits 0, as it should)
     before = _local_instances()
-    proc = _driver(tmp_path, tmp_path / "a")
+    proc = _driver(tmp_path, tmp_path / "a", config=TINY)
     try:
         _wait_for_trials(proc, tmp_path / "a")
         (instance,) = _local_instances() - before
@@ -211,7 +213,9 @@ def test_ctrl_c_prints_one_line_and_killing_the_driver_leaves_no_ray_process(tmp
         if proc.poll() is None:
             proc.kill()
     lines = [line for line in err.decode().splitlines() if line.strip()]
-    assert proc.returncode == 130 and lines[-1].startswith("pyrocompress study: interrupted; finished trials are kept")
+    finished = len(list((tmp_path / "a" / "trials").glob("*.json")))
+    assert proc.returncode == 130, (proc.returncode, finished, err.decode()[-2000:])
+    assert lines[-1].startswith("pyrocompress study: interrupted; finished trials are kept")
     assert "Traceback" not in err.decode()
     assert not _gone(instance), "Ctrl-C left Ray processes of the study behind"
 
