@@ -182,7 +182,15 @@ def _driver(tmp_path, out, extra="", config=ONE_SEED):
     tmp.mkdir(exist_ok=True)
     env = dict(os.environ, TMPDIR="/tmp", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_interruptible)
+
+
+def _interruptible() -> None:
+    """The driver starts as from a terminal, with SIGINT at its default and unblocked: an ignored or
+    blocked SIGINT is inherited through fork and exec, and earlier tests of a full run may leave the
+    test process so (the driver then never sees the Ctrl-C this test sends)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_trials(proc, out, count=1, within=240.0):
