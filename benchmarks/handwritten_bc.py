@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from torch import nn
 
 import pyrocompress as pc
 from pyrocompress.runs import write_json
+from handwritten_sparse_vd import train_elbo  # the same ELBO loop as the sparse-VD reference
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 
@@ -99,22 +99,7 @@ def run(dataset: str, epochs: int, seed: int, kl_warmup: int, val_fraction: floa
     data = pc.load_dataset(dataset, seed=seed, val_fraction=val_fraction)
     torch.manual_seed(seed)
     net = LeNet300NJ(math.prod(data.input_shape), data.num_classes)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1.0 - e / epochs))
-    n = len(data.train)
-    gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
-        net.train()
-        beta = min(1.0, (epoch + 1) / kl_warmup) if kl_warmup else 1.0
-        for idx in torch.randperm(n, generator=gen).split(batch):
-            x, y = data.train.x[idx], data.train.y[idx]
-            loss = F.cross_entropy(net(x), y, reduction="sum") * (n / len(idx)) + beta * net.kl()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    seconds = time.perf_counter() - t0
+    seconds = train_elbo(net, data, epochs, seed, kl_warmup, batch)
     net.eval()
     x, y = data.test.x, data.test.y
     with torch.no_grad():
